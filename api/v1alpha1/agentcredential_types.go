@@ -1,0 +1,229 @@
+package v1alpha1
+
+import (
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// CredentialType says which kind of key a credential issues.
+// +kubebuilder:validation:Enum=APIKey;UserToken
+type CredentialType string
+
+const (
+	// APIKeyType issues an `ak_` key that authenticates as exactly one agent.
+	APIKeyType CredentialType = "APIKey"
+	// UserTokenType issues an `ap_` token that belongs to a user and may act as
+	// any of a list of agents, picked per request with X-Agent-ID.
+	UserTokenType CredentialType = "UserToken"
+)
+
+// Names of labels, annotations and finalizers that users and other components rely on.
+const (
+	// ManagedByLabel marks every object agentcred creates.
+	ManagedByLabel = "app.kubernetes.io/managed-by"
+	// ManagedByValue is the value of ManagedByLabel.
+	ManagedByValue = "agentcred"
+	// CredentialLabel carries the name of the owning AgentCredential.
+	CredentialLabel = "auth.agrenting.io/credential"
+	// CredentialNamespaceLabel carries the namespace of the owning AgentCredential.
+	CredentialNamespaceLabel = "auth.agrenting.io/credential-namespace"
+	// SecretRoleLabel tells the agent Secret, the hash Secret and the session
+	// signing-key Secret apart, so each reader can watch only its own kind.
+	SecretRoleLabel = "auth.agrenting.io/secret-role"
+	// RotateAnnotation requests an immediate rotation when its value changes.
+	RotateAnnotation = "auth.agrenting.io/rotate"
+	// CleanupFinalizer removes the hash Secret in the operator namespace.
+	CleanupFinalizer = "auth.agrenting.io/cleanup"
+)
+
+// Defaults of the rotation schedule.
+const (
+	// DefaultRotationPeriod is the platform's recommended key lifetime: 90 days.
+	DefaultRotationPeriod = 90 * 24 * time.Hour
+	// DefaultGracePeriod keeps a scheduled rotation's old key valid for 10 minutes.
+	DefaultGracePeriod = 10 * time.Minute
+	// MinRotationPeriod is the shortest allowed period.
+	MinRotationPeriod = time.Hour
+	// MaxRotationPeriod is the longest allowed period: one year.
+	MaxRotationPeriod = 365 * 24 * time.Hour
+)
+
+// AgentCredentialSpec declares the credential an agent should hold.
+// +kubebuilder:validation:XValidation:rule="self.type != 'APIKey' || has(self.agentID)",message="agentID is required when type is APIKey"
+// +kubebuilder:validation:XValidation:rule="self.type != 'APIKey' || (!has(self.user) && !has(self.agents))",message="user and agents are only allowed when type is UserToken"
+// +kubebuilder:validation:XValidation:rule="self.type != 'UserToken' || (has(self.user) && has(self.agents))",message="user and agents are required when type is UserToken"
+// +kubebuilder:validation:XValidation:rule="self.type != 'UserToken' || !has(self.agentID)",message="agentID is not allowed when type is UserToken; list the agents in agents"
+// +kubebuilder:validation:XValidation:rule="has(oldSelf.agentID) == has(self.agentID)",message="agentID is immutable"
+// +kubebuilder:validation:XValidation:rule="has(oldSelf.user) == has(self.user)",message="user is immutable"
+// +kubebuilder:validation:XValidation:rule="has(oldSelf.secretName) == has(self.secretName)",message="secretName is immutable"
+type AgentCredentialSpec struct {
+	// Type of the credential: APIKey (an `ak_` key for one agent) or
+	// UserToken (an `ap_` token for a user acting as one of several agents).
+	// +kubebuilder:default=APIKey
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="type is immutable"
+	// +optional
+	Type CredentialType `json:"type,omitempty"`
+
+	// AgentID is the UUID of the agent an APIKey authenticates as.
+	// Required for APIKey, forbidden for UserToken.
+	// +kubebuilder:validation:Pattern=`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`
+	// +kubebuilder:validation:MaxLength=36
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="agentID is immutable"
+	// +optional
+	AgentID string `json:"agentID,omitempty"`
+
+	// User the UserToken belongs to, for example an e-mail address.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	// +kubebuilder:validation:Pattern=`^[^\s]+$`
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="user is immutable"
+	// +optional
+	User string `json:"user,omitempty"`
+
+	// Agents a UserToken may act as (UUIDs, 1 to 100, unique).
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=100
+	// +kubebuilder:validation:items:Pattern=`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`
+	// +kubebuilder:validation:items:MaxLength=36
+	// +kubebuilder:validation:XValidation:rule="self.all(a, self.exists_one(b, b.lowerAscii() == a.lowerAscii()))",message="agents must be unique"
+	// +listType=atomic
+	// +optional
+	Agents []string `json:"agents,omitempty"`
+
+	// SecretName is the Secret in this namespace that receives the key.
+	// Defaults to the name of the AgentCredential.
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="secretName is immutable"
+	// +optional
+	SecretName string `json:"secretName,omitempty"`
+
+	// Rotation schedules the key's replacement.
+	// +kubebuilder:default={}
+	// +optional
+	Rotation RotationSpec `json:"rotation,omitempty"`
+
+	// SessionTTL caps the lifetime of session tokens minted with this
+	// credential. The server-wide --session-ttl applies when it is shorter or
+	// when this is unset.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=duration
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m') && duration(self) <= duration('24h')",message="sessionTTL must be between 1m and 24h"
+	// +optional
+	SessionTTL *metav1.Duration `json:"sessionTTL,omitempty"`
+
+	// SecretTemplate holds labels and annotations copied onto the agent Secret.
+	// +optional
+	SecretTemplate *SecretTemplate `json:"secretTemplate,omitempty"`
+}
+
+// RotationSpec schedules key rotation.
+// +kubebuilder:validation:XValidation:rule="!has(self.gracePeriod) || !has(self.period) || duration(self.gracePeriod) < duration(self.period)",message="gracePeriod must be shorter than period"
+type RotationSpec struct {
+	// Period between scheduled rotations. Default 2160h (90 days),
+	// at least 1h and at most 8760h (one year).
+	// +kubebuilder:default="2160h"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=duration
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1h') && duration(self) <= duration('8760h')",message="period must be between 1h and 8760h"
+	// +optional
+	Period *metav1.Duration `json:"period,omitempty"`
+
+	// GracePeriod keeps the old key valid this long after a scheduled
+	// rotation, so pods can pick up the new key. Requested rotations
+	// (the auth.agrenting.io/rotate annotation) revoke at once. Default 10m.
+	// +kubebuilder:default="10m"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=duration
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s')",message="gracePeriod must not be negative"
+	// +optional
+	GracePeriod *metav1.Duration `json:"gracePeriod,omitempty"`
+}
+
+// SecretTemplate holds metadata for the agent Secret.
+type SecretTemplate struct {
+	// Labels to add to the agent Secret. agentcred's own labels win on conflict.
+	// +kubebuilder:validation:MaxProperties=64
+	// +optional
+	Labels map[string]string `json:"labels,omitempty"`
+	// Annotations to add to the agent Secret.
+	// +kubebuilder:validation:MaxProperties=64
+	// +optional
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+// AgentCredentialStatus is what agentcred observed and did. It never holds a
+// key or a hash: keyIDs are safe to show.
+type AgentCredentialStatus struct {
+	// AgentID is the agent an APIKey authenticates as.
+	// +optional
+	AgentID string `json:"agentID,omitempty"`
+	// SecretName is the agent Secret holding the key.
+	// +optional
+	SecretName string `json:"secretName,omitempty"`
+	// KeyID identifies the current key: the first 12 hex characters of its SHA-256.
+	// +optional
+	KeyID string `json:"keyID,omitempty"`
+	// PreviousKeyID identifies the key replaced by the last scheduled
+	// rotation while it is still valid.
+	// +optional
+	PreviousKeyID string `json:"previousKeyID,omitempty"`
+	// PreviousKeyExpiresAt is when the previous key stops authenticating.
+	// +optional
+	PreviousKeyExpiresAt *metav1.Time `json:"previousKeyExpiresAt,omitempty"`
+	// LastRotationTime is when the current key was issued.
+	// +optional
+	LastRotationTime *metav1.Time `json:"lastRotationTime,omitempty"`
+	// NextRotationTime is when the current key is scheduled to be replaced.
+	// +optional
+	NextRotationTime *metav1.Time `json:"nextRotationTime,omitempty"`
+	// RotationCount counts rotations after the first issue.
+	// +optional
+	RotationCount int64 `json:"rotationCount,omitempty"`
+	// LastRotationRequest is the last value of the auth.agrenting.io/rotate
+	// annotation that was acted on.
+	// +optional
+	LastRotationRequest string `json:"lastRotationRequest,omitempty"`
+	// ObservedGeneration is the generation the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// Conditions: Ready says whether the key is issued and accepted.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// AgentCredential asks agentcred to issue a key into a Secret, keep its hash
+// for the auth endpoint and rotate it on a schedule.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=agentcred;agc,categories=agentcred
+// +kubebuilder:printcolumn:name="Type",type=string,JSONPath=`.spec.type`
+// +kubebuilder:printcolumn:name="Agent",type=string,JSONPath=`.status.agentID`
+// +kubebuilder:printcolumn:name="Secret",type=string,JSONPath=`.status.secretName`
+// +kubebuilder:printcolumn:name="Key",type=string,JSONPath=`.status.keyID`
+// +kubebuilder:printcolumn:name="Next Rotation",type=date,JSONPath=`.status.nextRotationTime`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type AgentCredential struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   AgentCredentialSpec   `json:"spec,omitempty"`
+	Status AgentCredentialStatus `json:"status,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+
+// AgentCredentialList is a list of AgentCredentials.
+type AgentCredentialList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []AgentCredential `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&AgentCredential{}, &AgentCredentialList{})
+}

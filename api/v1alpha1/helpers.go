@@ -1,0 +1,72 @@
+package v1alpha1
+
+import (
+	"strings"
+	"time"
+)
+
+// ReadyCondition is the kstatus-style summary condition.
+const ReadyCondition = "Ready"
+
+// Reasons of the Ready condition.
+const (
+	ReasonIssued          = "KeyIssued"
+	ReasonAgentIDConflict = "AgentIDConflict"
+	ReasonSecretConflict  = "SecretConflict"
+	ReasonReconcileFailed = "ReconcileFailed"
+	ReasonDeleting        = "Deleting"
+)
+
+// CredentialType returns the type, defaulting to APIKey as the schema does.
+func (c *AgentCredential) CredentialType() CredentialType {
+	if c.Spec.Type == "" {
+		return APIKeyType
+	}
+	return c.Spec.Type
+}
+
+// SecretName returns the agent Secret's name: spec.secretName or the credential's name.
+func (c *AgentCredential) SecretName() string {
+	if c.Spec.SecretName != "" {
+		return c.Spec.SecretName
+	}
+	return c.Name
+}
+
+// AgentIDs returns the agents this credential names, lower-cased: the agentID
+// of an APIKey or the agents of a UserToken.
+func (c *AgentCredential) AgentIDs() []string {
+	if c.CredentialType() == UserTokenType {
+		ids := make([]string, 0, len(c.Spec.Agents))
+		for _, a := range c.Spec.Agents {
+			ids = append(ids, strings.ToLower(a))
+		}
+		return ids
+	}
+	if c.Spec.AgentID == "" {
+		return nil
+	}
+	return []string{strings.ToLower(c.Spec.AgentID)}
+}
+
+// RotationPeriod returns spec.rotation.period or the 90-day default.
+func (c *AgentCredential) RotationPeriod() time.Duration {
+	if p := c.Spec.Rotation.Period; p != nil && p.Duration > 0 {
+		return p.Duration
+	}
+	return DefaultRotationPeriod
+}
+
+// GracePeriod returns spec.rotation.gracePeriod, or the 10-minute default
+// when unset (the schema defaults it; this covers objects built in code).
+func (c *AgentCredential) GracePeriod() time.Duration {
+	if g := c.Spec.Rotation.GracePeriod; g != nil {
+		return g.Duration
+	}
+	return DefaultGracePeriod
+}
+
+// RotationRequest returns the value of the rotate annotation, if any.
+func (c *AgentCredential) RotationRequest() string {
+	return c.Annotations[RotateAnnotation]
+}

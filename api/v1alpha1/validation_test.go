@@ -1,0 +1,226 @@
+package v1alpha1_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
+	"github.com/agrenting/agentcred/test/controlplane"
+)
+
+var k8s client.Client
+
+func TestMain(m *testing.M) {
+	env, err := controlplane.Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	k8s, err = client.New(env.Config, client.Options{Scheme: controlplane.Scheme()})
+	if err == nil {
+		err = k8s.Create(context.Background(), &corev1Namespace)
+	}
+	code := 1
+	if err == nil {
+		code = m.Run()
+	} else {
+		fmt.Fprintln(os.Stderr, err)
+	}
+	if err := env.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "stopping control plane:", err)
+	}
+	os.Exit(code)
+}
+
+const (
+	ns     = "validation"
+	agentA = "6f1c2b1e-9d2a-4c1e-8f3b-1a2b3c4d5e6f"
+	agentB = "0b7e2f4a-1c3d-4e5f-a6b7-c8d9e0f1a2b3"
+)
+
+func apiKey(name string, mutate func(*authv1alpha1.AgentCredential)) *authv1alpha1.AgentCredential {
+	c := &authv1alpha1.AgentCredential{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec:       authv1alpha1.AgentCredentialSpec{AgentID: agentA},
+	}
+	if mutate != nil {
+		mutate(c)
+	}
+	return c
+}
+
+func dur(d time.Duration) *metav1.Duration { return &metav1.Duration{Duration: d} }
+
+func TestSchemaDefaults(t *testing.T) {
+	ctx := context.Background()
+	c := apiKey("defaults", nil)
+	if err := k8s.Create(ctx, c); err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	if c.Spec.Type != authv1alpha1.APIKeyType {
+		t.Errorf("type defaulted to %q, want APIKey", c.Spec.Type)
+	}
+	if c.Spec.Rotation.Period.Duration != 90*24*time.Hour {
+		t.Errorf("period defaulted to %v, want 2160h", c.Spec.Rotation.Period.Duration)
+	}
+	if c.Spec.Rotation.GracePeriod.Duration != 10*time.Minute {
+		t.Errorf("gracePeriod defaulted to %v, want 10m", c.Spec.Rotation.GracePeriod.Duration)
+	}
+}
+
+func TestSchemaRejectsInvalidManifests(t *testing.T) {
+	many := make([]string, 101)
+	for i := range many {
+		many[i] = fmt.Sprintf("00000000-0000-4000-8000-%012d", i)
+	}
+	tests := []struct {
+		name   string
+		cred   *authv1alpha1.AgentCredential
+		errors []string
+	}{
+		{"missing agentID", apiKey("no-agent", func(c *authv1alpha1.AgentCredential) { c.Spec.AgentID = "" }),
+			[]string{"agentID is required when type is APIKey"}},
+		{"agentID and agents", apiKey("both", func(c *authv1alpha1.AgentCredential) { c.Spec.Agents = []string{agentB} }),
+			[]string{"user and agents are only allowed when type is UserToken"}},
+		{"bad UUID", apiKey("bad-uuid", func(c *authv1alpha1.AgentCredential) { c.Spec.AgentID = "not-a-uuid" }),
+			[]string{"spec.agentID", "should match"}},
+		{"period 30m", apiKey("short", func(c *authv1alpha1.AgentCredential) { c.Spec.Rotation.Period = dur(30 * time.Minute) }),
+			[]string{"spec.rotation.period", "period must be between 1h and 8760h"}},
+		{"period over a year", apiKey("long", func(c *authv1alpha1.AgentCredential) { c.Spec.Rotation.Period = dur(9000 * time.Hour) }),
+			[]string{"period must be between 1h and 8760h"}},
+		{"gracePeriod equal to period", apiKey("grace", func(c *authv1alpha1.AgentCredential) {
+			c.Spec.Rotation.Period = dur(time.Hour)
+			c.Spec.Rotation.GracePeriod = dur(time.Hour)
+		}), []string{"spec.rotation", "gracePeriod must be shorter than period"}},
+		{"unknown type", apiKey("type", func(c *authv1alpha1.AgentCredential) { c.Spec.Type = "Password" }),
+			[]string{"spec.type", "Unsupported value"}},
+		{"user token without agents", apiKey("ut-no-agents", func(c *authv1alpha1.AgentCredential) {
+			c.Spec.Type = authv1alpha1.UserTokenType
+			c.Spec.AgentID = ""
+			c.Spec.User = "alice@example.com"
+		}), []string{"user and agents are required when type is UserToken"}},
+		{"user token with agentID", apiKey("ut-agent-id", func(c *authv1alpha1.AgentCredential) {
+			c.Spec.Type = authv1alpha1.UserTokenType
+			c.Spec.User = "alice@example.com"
+			c.Spec.Agents = []string{agentB}
+		}), []string{"agentID is not allowed when type is UserToken"}},
+		{"duplicate agents", apiKey("dup", func(c *authv1alpha1.AgentCredential) {
+			c.Spec.Type = authv1alpha1.UserTokenType
+			c.Spec.AgentID = ""
+			c.Spec.User = "alice@example.com"
+			c.Spec.Agents = []string{agentA, strings.ToUpper(agentA)}
+		}), []string{"agents must be unique"}},
+		{"101 agents", apiKey("many", func(c *authv1alpha1.AgentCredential) {
+			c.Spec.Type = authv1alpha1.UserTokenType
+			c.Spec.AgentID = ""
+			c.Spec.User = "alice@example.com"
+			c.Spec.Agents = many
+		}), []string{"spec.agents", "must have at most 100 items"}},
+		{"bad secretName", apiKey("bad-secret", func(c *authv1alpha1.AgentCredential) { c.Spec.SecretName = "Not_A_Name" }),
+			[]string{"spec.secretName", "should match"}},
+		{"sessionTTL too long", apiKey("ttl", func(c *authv1alpha1.AgentCredential) {
+			c.Spec.SessionTTL = dur(48 * time.Hour)
+		}), []string{"sessionTTL must be between 1m and 24h"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := k8s.Create(context.Background(), tt.cred)
+			if err == nil {
+				t.Fatal("create succeeded, want rejection")
+			}
+			for _, want := range tt.errors {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not mention %q", err.Error(), want)
+				}
+			}
+		})
+	}
+}
+
+func TestSchemaAcceptsUserToken(t *testing.T) {
+	c := apiKey("user-token", func(c *authv1alpha1.AgentCredential) {
+		c.Spec.Type = authv1alpha1.UserTokenType
+		c.Spec.AgentID = ""
+		c.Spec.User = "alice@example.com"
+		c.Spec.Agents = []string{agentA, agentB}
+	})
+	if err := k8s.Create(context.Background(), c); err != nil {
+		t.Fatalf("create: %v", err)
+	}
+}
+
+func TestSchemaKeepsImmutableFields(t *testing.T) {
+	ctx := context.Background()
+	base := apiKey("immutable", func(c *authv1alpha1.AgentCredential) { c.Spec.SecretName = "immutable-key" })
+	if err := k8s.Create(ctx, base); err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	tests := []struct {
+		name   string
+		mutate func(*authv1alpha1.AgentCredential)
+		want   string
+	}{
+		{"agentID", func(c *authv1alpha1.AgentCredential) { c.Spec.AgentID = agentB }, "agentID is immutable"},
+		{"secretName", func(c *authv1alpha1.AgentCredential) { c.Spec.SecretName = "other" }, "secretName is immutable"},
+		{"secretName removed", func(c *authv1alpha1.AgentCredential) { c.Spec.SecretName = "" }, "secretName is immutable"},
+		{"type", func(c *authv1alpha1.AgentCredential) {
+			c.Spec.Type = authv1alpha1.UserTokenType
+			c.Spec.AgentID = ""
+			c.Spec.User = "bob@example.com"
+			c.Spec.Agents = []string{agentA}
+		}, "type is immutable"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &authv1alpha1.AgentCredential{}
+			if err := k8s.Get(ctx, client.ObjectKeyFromObject(base), c); err != nil {
+				t.Fatal(err)
+			}
+			tt.mutate(c)
+			err := k8s.Update(ctx, c)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("update error = %v, want %q", err, tt.want)
+			}
+		})
+	}
+	// Mutable fields still change.
+	c := &authv1alpha1.AgentCredential{}
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(base), c); err != nil {
+		t.Fatal(err)
+	}
+	c.Spec.Rotation.Period = dur(48 * time.Hour)
+	if err := k8s.Update(ctx, c); err != nil {
+		t.Fatalf("changing the period was refused: %v", err)
+	}
+}
+
+func TestUserTokenUserIsImmutable(t *testing.T) {
+	ctx := context.Background()
+	c := apiKey("ut-immutable", func(c *authv1alpha1.AgentCredential) {
+		c.Spec.Type = authv1alpha1.UserTokenType
+		c.Spec.AgentID = ""
+		c.Spec.User = "alice@example.com"
+		c.Spec.Agents = []string{agentA}
+	})
+	if err := k8s.Create(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	c.Spec.User = "mallory@example.com"
+	if err := k8s.Update(ctx, c); err == nil || !strings.Contains(err.Error(), "user is immutable") {
+		t.Fatalf("update error = %v, want user is immutable", err)
+	}
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(c), c); err != nil {
+		t.Fatal(err)
+	}
+	c.Spec.Agents = []string{agentA, agentB}
+	if err := k8s.Update(ctx, c); err != nil {
+		t.Fatalf("adding an agent was refused: %v", err)
+	}
+}

@@ -1,0 +1,236 @@
+// Package credential owns the format of agentcred's keys: how they are
+// generated, how a string is checked to be one, and how it is hashed and named
+// for storage and logs. It knows nothing about Kubernetes.
+//
+// A key is a prefix, 43 base62 characters of randomness (256 bits) and a
+// 6-character base62 CRC32 of everything before it, in the style of GitHub's
+// tokens: secret scanners recognise the prefix, and a typo fails the checksum
+// without any lookup.
+package credential
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+)
+
+// Kind is the kind of credential a key is, told by its prefix.
+type Kind uint8
+
+const (
+	// Unknown is not a credential of ours.
+	Unknown Kind = iota
+	// APIKey is an agent's API key, prefix `ak_`.
+	APIKey
+	// UserToken is a user API token acting for one of several agents, prefix `ap_`.
+	UserToken
+	// Session is a session token minted by POST /auth/authenticate, prefix `as_`.
+	Session
+)
+
+// Prefixes of the three kinds of credential.
+const (
+	APIKeyPrefix    = "ak_"
+	UserTokenPrefix = "ap_"
+	SessionPrefix   = "as_"
+)
+
+const (
+	prefixLen   = 3
+	randomLen   = 43 // 43 base62 digits carry 256.03 bits.
+	checksumLen = 6  // 62^6 > 2^32, so any CRC32 fits.
+	// KeyLen is the length of every API key and user token.
+	KeyLen = prefixLen + randomLen + checksumLen
+	// KeyIDLen is the length of a keyID in hex characters.
+	KeyIDLen = 12
+)
+
+const base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+// Errors returned by Parse. They never include the input.
+var (
+	ErrUnknownPrefix = errors.New("not an agentcred key: unknown prefix")
+	ErrMalformed     = errors.New("malformed key")
+	ErrChecksum      = errors.New("key checksum mismatch")
+)
+
+// String returns the prefix-free name of the kind, for logs and metrics.
+func (k Kind) String() string {
+	switch k {
+	case APIKey:
+		return "api_key"
+	case UserToken:
+		return "user_token"
+	case Session:
+		return "session"
+	default:
+		return "unknown"
+	}
+}
+
+// Prefix returns the key prefix of the kind.
+func (k Kind) Prefix() string {
+	switch k {
+	case APIKey:
+		return APIKeyPrefix
+	case UserToken:
+		return UserTokenPrefix
+	case Session:
+		return SessionPrefix
+	default:
+		return ""
+	}
+}
+
+// KindOf tells the kind of a credential string by its prefix alone.
+func KindOf(s string) Kind {
+	if len(s) < prefixLen {
+		return Unknown
+	}
+	switch s[:prefixLen] {
+	case APIKeyPrefix:
+		return APIKey
+	case UserTokenPrefix:
+		return UserToken
+	case SessionPrefix:
+		return Session
+	default:
+		return Unknown
+	}
+}
+
+// Generate makes a new key of kind APIKey or UserToken from crypto/rand.
+func Generate(kind Kind) (string, error) {
+	return generate(kind, rand.Reader)
+}
+
+func generate(kind Kind, random io.Reader) (string, error) {
+	if kind != APIKey && kind != UserToken {
+		return "", fmt.Errorf("cannot generate a key of kind %s", kind)
+	}
+	buf := make([]byte, 0, KeyLen)
+	buf = append(buf, kind.Prefix()...)
+	// Rejection sampling keeps every base62 digit uniform: bytes >= 248
+	// (4*62) would bias the low digits.
+	var pool [64]byte
+	for len(buf) < prefixLen+randomLen {
+		if _, err := io.ReadFull(random, pool[:]); err != nil {
+			return "", fmt.Errorf("reading randomness: %w", err)
+		}
+		for _, b := range pool {
+			if b >= 248 {
+				continue
+			}
+			buf = append(buf, base62[b%62])
+			if len(buf) == prefixLen+randomLen {
+				break
+			}
+		}
+	}
+	buf = appendChecksum(buf, crc32.ChecksumIEEE(buf))
+	return string(buf), nil
+}
+
+// appendChecksum appends sum as exactly checksumLen base62 digits.
+func appendChecksum(buf []byte, sum uint32) []byte {
+	var digits [checksumLen]byte
+	for i := checksumLen - 1; i >= 0; i-- {
+		digits[i] = base62[sum%62]
+		sum /= 62
+	}
+	return append(buf, digits[:]...)
+}
+
+// Parse checks that s is a well-formed API key or user token with a valid
+// checksum and returns its kind. Session tokens have their own format and are
+// not accepted here. Parse does not allocate.
+func Parse(s string) (Kind, error) {
+	kind := KindOf(s)
+	if kind != APIKey && kind != UserToken {
+		return Unknown, ErrUnknownPrefix
+	}
+	if len(s) != KeyLen {
+		return Unknown, ErrMalformed
+	}
+	for i := prefixLen; i < KeyLen; i++ {
+		if !isBase62(s[i]) {
+			return Unknown, ErrMalformed
+		}
+	}
+	body := s[:prefixLen+randomLen]
+	sum := crcString(body)
+	var want [checksumLen]byte
+	for i := checksumLen - 1; i >= 0; i-- {
+		want[i] = base62[sum%62]
+		sum /= 62
+	}
+	if string(want[:]) != s[prefixLen+randomLen:] {
+		return Unknown, ErrChecksum
+	}
+	return kind, nil
+}
+
+// crcString is crc32.ChecksumIEEE for a string without copying it to a
+// []byte, which would allocate on the auth endpoint's hot path.
+func crcString(s string) uint32 {
+	crc := ^uint32(0)
+	for i := 0; i < len(s); i++ {
+		crc = crc32.IEEETable[byte(crc)^s[i]] ^ (crc >> 8)
+	}
+	return ^crc
+}
+
+func isBase62(c byte) bool {
+	return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')
+}
+
+// Digest is the SHA-256 of a key: what agentcred stores instead of the key.
+type Digest [sha256.Size]byte
+
+// DigestOf returns the SHA-256 of a key.
+func DigestOf(key string) Digest {
+	return sha256.Sum256([]byte(key))
+}
+
+// Hex returns the digest in lower-case hex, the form stored in hash Secrets.
+func (d Digest) Hex() string {
+	return hex.EncodeToString(d[:])
+}
+
+// KeyID returns the first 12 hex characters of the digest: safe to show,
+// log and print, and enough to tell keys apart.
+func (d Digest) KeyID() string {
+	return hex.EncodeToString(d[:KeyIDLen/2])
+}
+
+// IsZero reports whether the digest is unset.
+func (d Digest) IsZero() bool {
+	return d == Digest{}
+}
+
+// Equal compares two digests in constant time.
+func (d Digest) Equal(other Digest) bool {
+	return subtle.ConstantTimeCompare(d[:], other[:]) == 1
+}
+
+// ParseDigestHex reads a digest written by Hex.
+func ParseDigestHex(s string) (Digest, error) {
+	var d Digest
+	if len(s) != hex.EncodedLen(len(d)) {
+		return Digest{}, fmt.Errorf("digest must be %d hex characters, got %d", hex.EncodedLen(len(d)), len(s))
+	}
+	if _, err := hex.Decode(d[:], []byte(s)); err != nil {
+		return Digest{}, errors.New("digest is not hex")
+	}
+	return d, nil
+}
+
+// KeyID returns the keyID of a key: KeyID of its digest.
+func KeyID(key string) string {
+	return DigestOf(key).KeyID()
+}

@@ -1,0 +1,217 @@
+package credential
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestGenerateProducesParseableKeys(t *testing.T) {
+	for _, kind := range []Kind{APIKey, UserToken} {
+		seen := map[string]bool{}
+		for range 200 {
+			key, err := Generate(kind)
+			if err != nil {
+				t.Fatalf("Generate(%s): %v", kind, err)
+			}
+			if len(key) != KeyLen {
+				t.Fatalf("key length = %d, want %d", len(key), KeyLen)
+			}
+			if !strings.HasPrefix(key, kind.Prefix()) {
+				t.Fatalf("key %q lacks prefix %q", key[:3], kind.Prefix())
+			}
+			got, err := Parse(key)
+			if err != nil || got != kind {
+				t.Fatalf("Parse(generated %s) = %v, %v", kind, got, err)
+			}
+			if seen[key] {
+				t.Fatal("Generate repeated a key")
+			}
+			seen[key] = true
+		}
+	}
+}
+
+func TestGenerateRefusesSessionAndUnknown(t *testing.T) {
+	for _, kind := range []Kind{Session, Unknown} {
+		if _, err := Generate(kind); err == nil {
+			t.Errorf("Generate(%s) succeeded, want error", kind)
+		}
+	}
+}
+
+func TestGenerateUsesEveryDigitAndOnlyBase62(t *testing.T) {
+	// 2,000 keys carry 86,000 random digits: every one of the 62 digits must
+	// appear, and nothing else.
+	counts := map[byte]int{}
+	for range 2000 {
+		key, err := Generate(APIKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := prefixLen; i < prefixLen+randomLen; i++ {
+			counts[key[i]]++
+		}
+	}
+	if len(counts) != 62 {
+		t.Fatalf("saw %d distinct digits, want 62", len(counts))
+	}
+	for c, n := range counts {
+		if !isBase62(c) {
+			t.Fatalf("non-base62 digit %q", c)
+		}
+		// Expected 86000/62 ≈ 1387 each; a biased sampler would skew the
+		// low digits by ~25%.
+		if n < 1100 || n > 1700 {
+			t.Errorf("digit %q appeared %d times, want about 1387", c, n)
+		}
+	}
+}
+
+func TestGenerateFailsOnBrokenRandomness(t *testing.T) {
+	if _, err := generate(APIKey, bytes.NewReader(nil)); err == nil {
+		t.Fatal("generate with an empty random source succeeded")
+	}
+}
+
+func TestParse(t *testing.T) {
+	valid, err := Generate(APIKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, err := Generate(UserToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flip := func(s string, i int) string {
+		b := []byte(s)
+		if b[i] == 'a' {
+			b[i] = 'b'
+		} else {
+			b[i] = 'a'
+		}
+		return string(b)
+	}
+	tests := []struct {
+		name    string
+		in      string
+		want    Kind
+		wantErr error
+	}{
+		{"api key", valid, APIKey, nil},
+		{"user token", token, UserToken, nil},
+		{"empty", "", Unknown, ErrUnknownPrefix},
+		{"prefix only", "ak_", Unknown, ErrMalformed},
+		{"session prefix", "as_" + valid[3:], Unknown, ErrUnknownPrefix},
+		{"other prefix", "ghp_" + valid, Unknown, ErrUnknownPrefix},
+		{"upper-case prefix", "AK_" + valid[3:], Unknown, ErrUnknownPrefix},
+		{"truncated", valid[:KeyLen-1], Unknown, ErrMalformed},
+		{"extra char", valid + "a", Unknown, ErrMalformed},
+		{"typo in random part", flip(valid, 10), Unknown, ErrChecksum},
+		{"typo in checksum", flip(valid, KeyLen-1), Unknown, ErrChecksum},
+		{"prefix swapped", "ap_" + valid[3:], Unknown, ErrChecksum},
+		{"non-base62", valid[:10] + "-" + valid[11:], Unknown, ErrMalformed},
+		{"space", valid[:10] + " " + valid[11:], Unknown, ErrMalformed},
+		{"invalid utf-8", valid[:10] + "\xff" + valid[11:], Unknown, ErrMalformed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Parse(tt.in)
+			if !errors.Is(err, tt.wantErr) || got != tt.want {
+				t.Fatalf("Parse() = %v, %v; want %v, %v", got, err, tt.want, tt.wantErr)
+			}
+			if err != nil && strings.Contains(err.Error(), tt.in) && tt.in != "" {
+				t.Fatal("error message contains the input")
+			}
+		})
+	}
+}
+
+func TestParseDoesNotAllocate(t *testing.T) {
+	key, _ := Generate(APIKey)
+	allocs := testing.AllocsPerRun(100, func() { _, _ = Parse(key) })
+	if allocs != 0 {
+		t.Fatalf("Parse allocated %v times per run, want 0", allocs)
+	}
+}
+
+func TestDigestAndKeyID(t *testing.T) {
+	key := "ak_example"
+	sum := sha256.Sum256([]byte(key))
+	d := DigestOf(key)
+	if d.Hex() != hex.EncodeToString(sum[:]) {
+		t.Fatalf("Hex() = %s, want SHA-256 hex", d.Hex())
+	}
+	if KeyID(key) != hex.EncodeToString(sum[:])[:12] || len(d.KeyID()) != KeyIDLen {
+		t.Fatalf("KeyID() = %s, want first 12 hex chars of SHA-256", KeyID(key))
+	}
+	back, err := ParseDigestHex(d.Hex())
+	if err != nil || !back.Equal(d) {
+		t.Fatalf("ParseDigestHex(Hex()) = %v, %v", back, err)
+	}
+	if d.Equal(DigestOf("ak_other")) {
+		t.Fatal("different keys have equal digests")
+	}
+	if !(Digest{}).IsZero() || d.IsZero() {
+		t.Fatal("IsZero wrong")
+	}
+	for _, bad := range []string{"", "zz", strings.Repeat("g", 64), d.Hex()[:63]} {
+		if _, err := ParseDigestHex(bad); err == nil {
+			t.Errorf("ParseDigestHex(%q) succeeded", bad)
+		}
+	}
+}
+
+func TestKindOf(t *testing.T) {
+	tests := map[string]Kind{"ak_x": APIKey, "ap_x": UserToken, "as_x": Session, "a": Unknown, "xx_y": Unknown}
+	for in, want := range tests {
+		if got := KindOf(in); got != want {
+			t.Errorf("KindOf(%q) = %v, want %v", in, got, want)
+		}
+	}
+	if Unknown.Prefix() != "" || Unknown.String() != "unknown" || Session.String() != "session" {
+		t.Error("Unknown/Session names wrong")
+	}
+}
+
+// FuzzParse checks that Parse never panics and accepts only strings that
+// round-trip through the key format.
+func FuzzParse(f *testing.F) {
+	key, _ := Generate(APIKey)
+	tok, _ := Generate(UserToken)
+	for _, seed := range []string{"", "ak_", key, tok, key[:20], "as_" + key[3:], "\x00\xff"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		kind, err := Parse(s)
+		if err != nil {
+			if kind != Unknown {
+				t.Fatalf("error with kind %v", kind)
+			}
+			return
+		}
+		if len(s) != KeyLen || KindOf(s) != kind {
+			t.Fatalf("accepted %q of kind %v", s, kind)
+		}
+		body := []byte(s[:prefixLen+randomLen])
+		if string(appendChecksum(body, crcOf(body))) != s {
+			t.Fatalf("accepted %q with a wrong checksum", s)
+		}
+	})
+}
+
+// FuzzParseDigestHex checks that reading a stored digest never panics and
+// round-trips.
+func FuzzParseDigestHex(f *testing.F) {
+	f.Add(DigestOf("ak_x").Hex())
+	f.Add("")
+	f.Fuzz(func(t *testing.T, s string) {
+		d, err := ParseDigestHex(s)
+		if err == nil && d.Hex() != strings.ToLower(s) {
+			t.Fatalf("round trip of %q gave %q", s, d.Hex())
+		}
+	})
+}

@@ -1,0 +1,235 @@
+// Package hashsecret owns the layout of the hash Secret: the record the
+// controller writes into the operator namespace for each credential, and the
+// auth endpoint reads to verify keys. It holds digests and metadata, never a
+// key. It knows nothing about Kubernetes clients; it maps a Record to and from
+// a Secret's data.
+package hashsecret
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/agrenting/agentcred/internal/credential"
+)
+
+// Keys of the hash Secret's data.
+const (
+	KeyCredential          = "credential" // namespace/name
+	KeyUID                 = "credential-uid"
+	KeyType                = "type"
+	KeyAgentIDs            = "agent-ids" // newline-separated
+	KeyUser                = "user"
+	KeySessionTTL          = "session-ttl"
+	KeyCurrentDigest       = "current.sha256"
+	KeyCurrentKeyID        = "current.key-id"
+	KeyCurrentIssuedAt     = "current.issued-at"
+	KeyPreviousDigest      = "previous.sha256"
+	KeyPreviousKeyID       = "previous.key-id"
+	KeyPreviousExpiresAt   = "previous.expires-at"
+	KeyPendingDigest       = "pending.sha256"
+	KeyPendingKeyID        = "pending.key-id"
+	KeyPendingReason       = "pending.reason"
+	KeyPendingStartedAt    = "pending.started-at"
+	KeyRotationCount       = "rotation-count"
+	KeyLastRotationRequest = "last-rotation-request"
+)
+
+// NamePrefix starts the name of every hash Secret.
+const NamePrefix = "agentcred-hash-"
+
+// Name returns the deterministic name of the hash Secret of the credential
+// namespace/name. Hashing keeps it a valid, fixed-length name whatever the
+// lengths of the namespace and name, and free of collisions in practice.
+func Name(namespace, name string) string {
+	sum := sha256.Sum256([]byte(namespace + "/" + name))
+	return NamePrefix + hex.EncodeToString(sum[:16])
+}
+
+// Entry is one key's digest with the times that bound it.
+type Entry struct {
+	Digest credential.Digest
+	// IssuedAt is when the current key was issued (current only).
+	IssuedAt time.Time
+	// ExpiresAt is when a previous key stops authenticating (previous only).
+	ExpiresAt time.Time
+	// Reason says why a pending key is being issued (pending only).
+	Reason string
+	// StartedAt is when a pending key was staged (pending only).
+	StartedAt time.Time
+}
+
+// Record is the content of a hash Secret.
+type Record struct {
+	// Credential is "namespace/name" of the AgentCredential.
+	Credential string
+	UID        string
+	Type       string
+	AgentIDs   []string
+	User       string
+	SessionTTL time.Duration
+
+	// Current is the key in the agent Secret.
+	Current Entry
+	// Previous is the key a scheduled rotation replaced, valid until ExpiresAt.
+	Previous *Entry
+	// Pending is a key staged before it is written to the agent Secret, so
+	// that a crash between the two writes never leaves the agent Secret
+	// holding a key the endpoint rejects. It is accepted like Current.
+	Pending *Entry
+
+	RotationCount       int64
+	LastRotationRequest string
+}
+
+// AcceptedDigests returns the digests that authenticate at now: current,
+// pending, and previous until it expires.
+func (r *Record) AcceptedDigests(now time.Time) []credential.Digest {
+	out := []credential.Digest{r.Current.Digest}
+	if r.Pending != nil {
+		out = append(out, r.Pending.Digest)
+	}
+	if r.Previous != nil && now.Before(r.Previous.ExpiresAt) {
+		out = append(out, r.Previous.Digest)
+	}
+	return out
+}
+
+// Accepts reports whether digest authenticates at now.
+func (r *Record) Accepts(d credential.Digest, now time.Time) bool {
+	ok := false
+	for _, a := range r.AcceptedDigests(now) {
+		if a.Equal(d) {
+			ok = true
+		}
+	}
+	return ok
+}
+
+// Data encodes the record as a Secret's data.
+func (r *Record) Data() map[string][]byte {
+	d := map[string][]byte{
+		KeyCredential:      []byte(r.Credential),
+		KeyUID:             []byte(r.UID),
+		KeyType:            []byte(r.Type),
+		KeyAgentIDs:        []byte(strings.Join(r.AgentIDs, "\n")),
+		KeyCurrentDigest:   []byte(r.Current.Digest.Hex()),
+		KeyCurrentKeyID:    []byte(r.Current.Digest.KeyID()),
+		KeyCurrentIssuedAt: []byte(formatTime(r.Current.IssuedAt)),
+		KeyRotationCount:   []byte(strconv.FormatInt(r.RotationCount, 10)),
+	}
+	if r.User != "" {
+		d[KeyUser] = []byte(r.User)
+	}
+	if r.SessionTTL > 0 {
+		d[KeySessionTTL] = []byte(r.SessionTTL.String())
+	}
+	if r.LastRotationRequest != "" {
+		d[KeyLastRotationRequest] = []byte(r.LastRotationRequest)
+	}
+	if p := r.Previous; p != nil {
+		d[KeyPreviousDigest] = []byte(p.Digest.Hex())
+		d[KeyPreviousKeyID] = []byte(p.Digest.KeyID())
+		d[KeyPreviousExpiresAt] = []byte(formatTime(p.ExpiresAt))
+	}
+	if p := r.Pending; p != nil {
+		d[KeyPendingDigest] = []byte(p.Digest.Hex())
+		d[KeyPendingKeyID] = []byte(p.Digest.KeyID())
+		d[KeyPendingReason] = []byte(p.Reason)
+		d[KeyPendingStartedAt] = []byte(formatTime(p.StartedAt))
+	}
+	return d
+}
+
+// Parse decodes a Secret's data into a record. Any missing or inconsistent
+// field is an error: the controller then rewrites the record from the agent
+// Secret, and the auth endpoint ignores it.
+func Parse(data map[string][]byte) (*Record, error) {
+	r := &Record{
+		Credential:          string(data[KeyCredential]),
+		UID:                 string(data[KeyUID]),
+		Type:                string(data[KeyType]),
+		User:                string(data[KeyUser]),
+		LastRotationRequest: string(data[KeyLastRotationRequest]),
+	}
+	var errs []error
+	if r.Credential == "" || strings.Count(r.Credential, "/") != 1 {
+		errs = append(errs, fmt.Errorf("%s must be namespace/name", KeyCredential))
+	}
+	if r.UID == "" {
+		errs = append(errs, fmt.Errorf("%s is missing", KeyUID))
+	}
+	if ids := strings.TrimSpace(string(data[KeyAgentIDs])); ids != "" {
+		r.AgentIDs = strings.Split(ids, "\n")
+	}
+	if ttl, ok := data[KeySessionTTL]; ok {
+		d, err := time.ParseDuration(string(ttl))
+		if err != nil || d < 0 {
+			errs = append(errs, fmt.Errorf("%s is not a duration", KeySessionTTL))
+		}
+		r.SessionTTL = d
+	}
+	if n, ok := data[KeyRotationCount]; ok {
+		c, err := strconv.ParseInt(string(n), 10, 64)
+		if err != nil || c < 0 {
+			errs = append(errs, fmt.Errorf("%s is not a count", KeyRotationCount))
+		}
+		r.RotationCount = c
+	}
+	var err error
+	if r.Current.Digest, err = parseDigest(data, KeyCurrentDigest, KeyCurrentKeyID); err != nil {
+		errs = append(errs, err)
+	}
+	if r.Current.IssuedAt, err = parseTime(data, KeyCurrentIssuedAt); err != nil {
+		errs = append(errs, err)
+	}
+	if _, ok := data[KeyPreviousDigest]; ok {
+		p := &Entry{}
+		if p.Digest, err = parseDigest(data, KeyPreviousDigest, KeyPreviousKeyID); err != nil {
+			errs = append(errs, err)
+		}
+		if p.ExpiresAt, err = parseTime(data, KeyPreviousExpiresAt); err != nil {
+			errs = append(errs, err)
+		}
+		r.Previous = p
+	}
+	if _, ok := data[KeyPendingDigest]; ok {
+		p := &Entry{Reason: string(data[KeyPendingReason])}
+		if p.Digest, err = parseDigest(data, KeyPendingDigest, KeyPendingKeyID); err != nil {
+			errs = append(errs, err)
+		}
+		if p.StartedAt, err = parseTime(data, KeyPendingStartedAt); err != nil {
+			errs = append(errs, err)
+		}
+		r.Pending = p
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return r, nil
+}
+
+func parseDigest(data map[string][]byte, digestKey, keyIDKey string) (credential.Digest, error) {
+	d, err := credential.ParseDigestHex(string(data[digestKey]))
+	if err != nil {
+		return credential.Digest{}, fmt.Errorf("%s: %w", digestKey, err)
+	}
+	if got := string(data[keyIDKey]); got != d.KeyID() {
+		return credential.Digest{}, fmt.Errorf("%s does not match %s", keyIDKey, digestKey)
+	}
+	return d, nil
+}
+
+func formatTime(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+func parseTime(data map[string][]byte, key string) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339, string(data[key]))
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%s is not an RFC 3339 time", key)
+	}
+	return t, nil
+}

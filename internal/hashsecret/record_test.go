@@ -1,0 +1,129 @@
+package hashsecret
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agrenting/agentcred/internal/credential"
+)
+
+func sampleRecord() *Record {
+	now := time.Date(2026, 11, 28, 9, 0, 0, 0, time.UTC)
+	return &Record{
+		Credential: "agents/billing", UID: "uid-1", Type: "UserToken",
+		AgentIDs: []string{"a", "b"}, User: "alice@example.com", SessionTTL: 30 * time.Minute,
+		Current:             Entry{Digest: credential.DigestOf("ak_1"), IssuedAt: now},
+		Previous:            &Entry{Digest: credential.DigestOf("ak_0"), ExpiresAt: now.Add(10 * time.Minute)},
+		Pending:             &Entry{Digest: credential.DigestOf("ak_2"), Reason: "Requested", StartedAt: now},
+		RotationCount:       3,
+		LastRotationRequest: "2026-11-28",
+	}
+}
+
+func TestRoundTrip(t *testing.T) {
+	for name, r := range map[string]*Record{
+		"full":    sampleRecord(),
+		"minimal": {Credential: "a/b", UID: "u", Type: "APIKey", AgentIDs: []string{"x"}, Current: Entry{Digest: credential.DigestOf("ak_1"), IssuedAt: time.Unix(0, 0).UTC()}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			got, err := Parse(r.Data())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, r) {
+				t.Fatalf("round trip:\n got %+v\nwant %+v", got, r)
+			}
+		})
+	}
+}
+
+func TestDataHoldsNoKeyAndHexDigests(t *testing.T) {
+	data := sampleRecord().Data()
+	if string(data[KeyCurrentDigest]) != credential.DigestOf("ak_1").Hex() {
+		t.Fatal("current digest is not the SHA-256 hex of the key")
+	}
+	if string(data[KeyCurrentKeyID]) != credential.KeyID("ak_1") {
+		t.Fatal("keyID missing")
+	}
+	for k, v := range data {
+		if strings.Contains(string(v), "ak_") {
+			t.Fatalf("%s holds something that looks like a key", k)
+		}
+	}
+}
+
+func TestParseRejectsDamage(t *testing.T) {
+	tests := map[string]func(map[string][]byte){
+		"no current digest":   func(d map[string][]byte) { delete(d, KeyCurrentDigest) },
+		"digest not hex":      func(d map[string][]byte) { d[KeyCurrentDigest] = []byte(strings.Repeat("z", 64)) },
+		"keyID mismatch":      func(d map[string][]byte) { d[KeyCurrentKeyID] = []byte("000000000000") },
+		"bad issued-at":       func(d map[string][]byte) { d[KeyCurrentIssuedAt] = []byte("yesterday") },
+		"no uid":              func(d map[string][]byte) { delete(d, KeyUID) },
+		"bad credential":      func(d map[string][]byte) { d[KeyCredential] = []byte("no-slash") },
+		"bad previous expiry": func(d map[string][]byte) { d[KeyPreviousExpiresAt] = []byte("") },
+		"bad pending digest":  func(d map[string][]byte) { d[KeyPendingDigest] = []byte("00") },
+		"bad ttl":             func(d map[string][]byte) { d[KeySessionTTL] = []byte("forever") },
+		"negative count":      func(d map[string][]byte) { d[KeyRotationCount] = []byte("-1") },
+	}
+	for name, damage := range tests {
+		t.Run(name, func(t *testing.T) {
+			d := sampleRecord().Data()
+			damage(d)
+			if _, err := Parse(d); err == nil {
+				t.Fatal("Parse accepted a damaged record")
+			}
+		})
+	}
+}
+
+func TestAccepts(t *testing.T) {
+	r := sampleRecord()
+	now := r.Current.IssuedAt
+	tests := []struct {
+		key  string
+		at   time.Time
+		want bool
+	}{
+		{"ak_1", now, true},
+		{"ak_2", now, true}, // pending
+		{"ak_0", now, true}, // previous in grace
+		{"ak_0", now.Add(10 * time.Minute), false},
+		{"ak_9", now, false},
+	}
+	for _, tt := range tests {
+		if got := r.Accepts(credential.DigestOf(tt.key), tt.at); got != tt.want {
+			t.Errorf("Accepts(%s, %v) = %v, want %v", tt.key, tt.at, got, tt.want)
+		}
+	}
+}
+
+func TestNameIsDeterministicAndValid(t *testing.T) {
+	long := strings.Repeat("a", 253)
+	n := Name("agents", long)
+	if n != Name("agents", long) || len(n) > 63 || n == Name("agents2", long) {
+		t.Fatalf("Name() = %q", n)
+	}
+	if Name("a-b", "c") == Name("a", "b-c") {
+		t.Fatal("names collide across namespace/name boundaries")
+	}
+}
+
+// FuzzParse: hash Secrets can be edited by anyone with access to the operator
+// namespace; decoding them must never panic.
+func FuzzParse(f *testing.F) {
+	d := sampleRecord().Data()
+	f.Add(string(d[KeyCurrentDigest]), string(d[KeyCurrentKeyID]), string(d[KeyCurrentIssuedAt]), "3", "30m")
+	f.Fuzz(func(t *testing.T, digest, keyID, issued, count, ttl string) {
+		d := sampleRecord().Data()
+		d[KeyCurrentDigest], d[KeyCurrentKeyID], d[KeyCurrentIssuedAt] = []byte(digest), []byte(keyID), []byte(issued)
+		d[KeyRotationCount], d[KeySessionTTL] = []byte(count), []byte(ttl)
+		r, err := Parse(d)
+		if err == nil {
+			if _, err := Parse(r.Data()); err != nil {
+				t.Fatalf("re-encoding a parsed record broke it: %v", err)
+			}
+		}
+	})
+}

@@ -1,0 +1,163 @@
+// Package rotation decides, as pure functions of values, what should happen
+// to a credential's key: whether the key in the agent Secret is the one the
+// hash Secret vouches for, whether a rotation is due and why, and how the
+// hash record changes when a key is staged, promoted or expires. The
+// controller performs the writes these functions describe.
+package rotation
+
+import (
+	"time"
+
+	"github.com/agrenting/agentcred/internal/credential"
+	"github.com/agrenting/agentcred/internal/hashsecret"
+)
+
+// Reason says why a new key is issued.
+type Reason string
+
+// Reasons for a new key. They are also the `reason` label of
+// agentcred_rotations_total and are stored in the hash record while staged.
+const (
+	None Reason = ""
+	// Issue is the first key of a credential.
+	Issue Reason = "Issue"
+	// Scheduled is the periodic rotation; the old key keeps working for the grace period.
+	Scheduled Reason = "Scheduled"
+	// Requested is a rotation asked for with the rotate annotation; the old key is revoked at once.
+	Requested Reason = "Requested"
+	// Reissue replaces a key that was lost or damaged in the agent Secret; the old key is revoked at once.
+	Reissue Reason = "Reissue"
+)
+
+// Action is what the reconciler must do about the agent Secret's key before
+// it considers the schedule.
+type Action int
+
+const (
+	// Keep: the agent Secret holds the current key.
+	Keep Action = iota
+	// FinishRotation: the agent Secret holds the staged key of an interrupted
+	// rotation; promote it.
+	FinishRotation
+	// RebuildRecord: the agent Secret holds the key the status names, but the
+	// hash record is missing, damaged or edited; rewrite the record from the key.
+	RebuildRecord
+	// IssueKey: there is no key yet, or the agent Secret lost or damaged it;
+	// issue a new one and revoke whatever was there.
+	IssueKey
+)
+
+// AgentKey is what the controller found in the agent Secret.
+type AgentKey struct {
+	// Present is false when the Secret or its key entry is missing.
+	Present bool
+	// Valid is true when the key parses as the credential's kind.
+	Valid  bool
+	Digest credential.Digest
+}
+
+// Inspect reads a key string found in the agent Secret.
+func Inspect(key string, present bool, want credential.Kind) AgentKey {
+	if !present {
+		return AgentKey{}
+	}
+	kind, err := credential.Parse(key)
+	if err != nil || kind != want {
+		return AgentKey{Present: true}
+	}
+	return AgentKey{Present: true, Valid: true, Digest: credential.DigestOf(key)}
+}
+
+// Assess decides what to do about the agent Secret's key, given the hash
+// record (nil when missing, damaged or from another incarnation of the
+// credential) and the keyID the status last reported.
+func Assess(agent AgentKey, rec *hashsecret.Record, statusKeyID string) (Action, Reason) {
+	if agent.Valid {
+		switch {
+		case rec != nil && agent.Digest.Equal(rec.Current.Digest):
+			return Keep, None
+		case rec != nil && rec.Pending != nil && agent.Digest.Equal(rec.Pending.Digest):
+			return FinishRotation, None
+		case statusKeyID != "" && agent.Digest.KeyID() == statusKeyID:
+			return RebuildRecord, None
+		}
+	}
+	if statusKeyID == "" && rec == nil {
+		return IssueKey, Issue
+	}
+	return IssueKey, Reissue
+}
+
+// NextRotation is when a key issued at issuedAt falls due.
+func NextRotation(issuedAt time.Time, period time.Duration) time.Time {
+	return issuedAt.Add(period)
+}
+
+// Due reports whether the current key must be rotated now, and why. A
+// rotate-annotation value not yet acted on wins over the schedule.
+func Due(rec *hashsecret.Record, period time.Duration, request string, now time.Time) Reason {
+	if request != "" && request != rec.LastRotationRequest {
+		return Requested
+	}
+	if !now.Before(NextRotation(rec.Current.IssuedAt, period)) {
+		return Scheduled
+	}
+	return None
+}
+
+// Stage returns rec with a new key staged as pending. The staged key is
+// accepted by the endpoint before it is written to the agent Secret.
+func Stage(rec hashsecret.Record, digest credential.Digest, reason Reason, now time.Time) hashsecret.Record {
+	rec.Pending = &hashsecret.Entry{Digest: digest, Reason: string(reason), StartedAt: now}
+	return rec
+}
+
+// Promote returns rec with its pending key made current. A scheduled
+// rotation keeps the old key valid for grace; every other reason revokes it
+// (and any earlier key still in grace) at once. Any key issued for a reason
+// other than the schedule satisfies an outstanding rotate request.
+func Promote(rec hashsecret.Record, grace time.Duration, request string) hashsecret.Record {
+	p := rec.Pending
+	if p == nil {
+		return rec
+	}
+	old := rec.Current
+	reason := Reason(p.Reason)
+	rec.Current = hashsecret.Entry{Digest: p.Digest, IssuedAt: p.StartedAt}
+	rec.Previous = nil
+	if reason == Scheduled && grace > 0 && !old.Digest.IsZero() {
+		rec.Previous = &hashsecret.Entry{Digest: old.Digest, ExpiresAt: p.StartedAt.Add(grace)}
+	}
+	if reason != Issue {
+		rec.RotationCount++
+	}
+	if reason != Scheduled {
+		rec.LastRotationRequest = request
+	}
+	rec.Pending = nil
+	return rec
+}
+
+// Prune returns rec without a previous key that has expired at now, and
+// whether it changed.
+func Prune(rec hashsecret.Record, now time.Time) (hashsecret.Record, bool) {
+	if rec.Previous != nil && !now.Before(rec.Previous.ExpiresAt) {
+		rec.Previous = nil
+		return rec, true
+	}
+	return rec, false
+}
+
+// RequeueAfter is how long until the record next needs attention: the next
+// scheduled rotation or the end of the previous key's grace, whichever is first.
+func RequeueAfter(rec *hashsecret.Record, period time.Duration, now time.Time) time.Duration {
+	next := NextRotation(rec.Current.IssuedAt, period)
+	if rec.Previous != nil && rec.Previous.ExpiresAt.Before(next) {
+		next = rec.Previous.ExpiresAt
+	}
+	if d := next.Sub(now); d > 0 {
+		return d
+	}
+	// Already due: come back soon rather than spin.
+	return time.Second
+}

@@ -1,0 +1,189 @@
+package rotation
+
+import (
+	"testing"
+	"time"
+
+	"github.com/agrenting/agentcred/internal/credential"
+	"github.com/agrenting/agentcred/internal/hashsecret"
+)
+
+var (
+	t0     = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	k1, k2 = credential.DigestOf("k1"), credential.DigestOf("k2")
+	k3     = credential.DigestOf("k3")
+	day    = 24 * time.Hour
+)
+
+func record() *hashsecret.Record {
+	return &hashsecret.Record{Current: hashsecret.Entry{Digest: k1, IssuedAt: t0}}
+}
+
+func TestInspect(t *testing.T) {
+	key, _ := credential.Generate(credential.APIKey)
+	tests := []struct {
+		name    string
+		key     string
+		present bool
+		want    credential.Kind
+		valid   bool
+	}{
+		{"missing", "", false, credential.APIKey, false},
+		{"valid", key, true, credential.APIKey, true},
+		{"wrong kind", key, true, credential.UserToken, false},
+		{"corrupted", key[:20], true, credential.APIKey, false},
+		{"empty", "", true, credential.APIKey, false},
+	}
+	for _, tt := range tests {
+		got := Inspect(tt.key, tt.present, tt.want)
+		if got.Valid != tt.valid || got.Present != tt.present {
+			t.Errorf("%s: Inspect = %+v", tt.name, got)
+		}
+		if tt.valid && !got.Digest.Equal(credential.DigestOf(key)) {
+			t.Errorf("%s: wrong digest", tt.name)
+		}
+	}
+}
+
+func TestAssess(t *testing.T) {
+	pending := record()
+	pending.Pending = &hashsecret.Entry{Digest: k2}
+	valid := func(d credential.Digest) AgentKey { return AgentKey{Present: true, Valid: true, Digest: d} }
+	tests := []struct {
+		name        string
+		agent       AgentKey
+		rec         *hashsecret.Record
+		statusKeyID string
+		want        Action
+		reason      Reason
+	}{
+		{"new credential", AgentKey{}, nil, "", IssueKey, Issue},
+		{"agent holds current", valid(k1), record(), k1.KeyID(), Keep, None},
+		{"agent holds current, status stale", valid(k1), record(), k3.KeyID(), Keep, None},
+		{"crash after agent write", valid(k2), pending, k1.KeyID(), FinishRotation, None},
+		{"crash after staging", valid(k1), pending, k1.KeyID(), Keep, None},
+		{"hash Secret deleted", valid(k1), nil, k1.KeyID(), RebuildRecord, None},
+		{"hash Secret edited", valid(k1), &hashsecret.Record{Current: hashsecret.Entry{Digest: k3}}, k1.KeyID(), RebuildRecord, None},
+		{"agent Secret deleted", AgentKey{}, record(), k1.KeyID(), IssueKey, Reissue},
+		{"agent key corrupted", AgentKey{Present: true}, record(), k1.KeyID(), IssueKey, Reissue},
+		{"agent key replaced by a foreign valid key", valid(k3), record(), k1.KeyID(), IssueKey, Reissue},
+		{"both Secrets lost", AgentKey{}, nil, k1.KeyID(), IssueKey, Reissue},
+		{"record exists but status never written", AgentKey{}, record(), "", IssueKey, Reissue},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, reason := Assess(tt.agent, tt.rec, tt.statusKeyID)
+			if got != tt.want || reason != tt.reason {
+				t.Fatalf("Assess = %v, %q; want %v, %q", got, reason, tt.want, tt.reason)
+			}
+		})
+	}
+}
+
+func TestDue(t *testing.T) {
+	withRequest := record()
+	withRequest.LastRotationRequest = "r1"
+	tests := []struct {
+		name    string
+		rec     *hashsecret.Record
+		period  time.Duration
+		request string
+		now     time.Time
+		want    Reason
+	}{
+		{"fresh key", record(), 90 * day, "", t0.Add(time.Hour), None},
+		{"a second before 90 days", record(), 90 * day, "", t0.Add(90*day - time.Second), None},
+		{"at 90 days", record(), 90 * day, "", t0.Add(90 * day), Scheduled},
+		{"long overdue", record(), 90 * day, "", t0.Add(400 * day), Scheduled},
+		{"custom period", record(), time.Hour, "", t0.Add(time.Hour), Scheduled},
+		{"new request", record(), 90 * day, "r1", t0.Add(time.Hour), Requested},
+		{"request already served", withRequest, 90 * day, "r1", t0.Add(time.Hour), None},
+		{"changed request", withRequest, 90 * day, "r2", t0.Add(time.Hour), Requested},
+		{"request wins over schedule", withRequest, time.Hour, "r2", t0.Add(2 * time.Hour), Requested},
+		{"annotation removed", withRequest, 90 * day, "", t0.Add(time.Hour), None},
+	}
+	for _, tt := range tests {
+		if got := Due(tt.rec, tt.period, tt.request, tt.now); got != tt.want {
+			t.Errorf("%s: Due = %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestStageAndPromote(t *testing.T) {
+	now := t0.Add(90 * day)
+	tests := []struct {
+		name         string
+		reason       Reason
+		grace        time.Duration
+		wantPrevious bool
+		wantCount    int64
+		wantRequest  string
+	}{
+		{"scheduled keeps old key for grace", Scheduled, 10 * time.Minute, true, 1, "old"},
+		{"scheduled without grace revokes", Scheduled, 0, false, 1, "old"},
+		{"requested revokes at once", Requested, 10 * time.Minute, false, 1, "r2"},
+		{"reissue revokes at once", Reissue, 10 * time.Minute, false, 1, "r2"},
+		{"first issue is not a rotation", Issue, 10 * time.Minute, false, 0, "r2"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := *record()
+			rec.LastRotationRequest = "old"
+			rec.Previous = &hashsecret.Entry{Digest: k3, ExpiresAt: now.Add(time.Hour)}
+			staged := Stage(rec, k2, tt.reason, now)
+			if staged.Pending == nil || !staged.Pending.Digest.Equal(k2) || !staged.Current.Digest.Equal(k1) {
+				t.Fatal("Stage must add k2 as pending and keep k1 current")
+			}
+			if !staged.Accepts(k1, now) || !staged.Accepts(k2, now) {
+				t.Fatal("while staged, both the old and the staged key must verify")
+			}
+			got := Promote(staged, tt.grace, "r2")
+			if got.Pending != nil || !got.Current.Digest.Equal(k2) || !got.Current.IssuedAt.Equal(now) {
+				t.Fatalf("Promote: current = %+v, pending = %+v", got.Current, got.Pending)
+			}
+			if (got.Previous != nil) != tt.wantPrevious {
+				t.Fatalf("previous = %+v, want present=%v", got.Previous, tt.wantPrevious)
+			}
+			if tt.wantPrevious {
+				if !got.Previous.Digest.Equal(k1) || !got.Previous.ExpiresAt.Equal(now.Add(tt.grace)) {
+					t.Fatalf("previous = %+v, want k1 until now+grace", got.Previous)
+				}
+				if !got.Accepts(k1, now.Add(tt.grace-time.Second)) || got.Accepts(k1, now.Add(tt.grace)) {
+					t.Fatal("old key must verify during grace and not after")
+				}
+			} else if got.Accepts(k1, now) {
+				t.Fatal("old key still verifies after a revoking rotation")
+			}
+			if got.Accepts(k3, now) {
+				t.Fatal("a key from an earlier grace period survived a rotation")
+			}
+			if got.RotationCount != tt.wantCount || got.LastRotationRequest != tt.wantRequest {
+				t.Fatalf("count = %d request = %q; want %d %q", got.RotationCount, got.LastRotationRequest, tt.wantCount, tt.wantRequest)
+			}
+		})
+	}
+	if r := Promote(*record(), time.Minute, ""); !r.Current.Digest.Equal(k1) {
+		t.Fatal("Promote without a pending key changed the record")
+	}
+}
+
+func TestPruneAndRequeue(t *testing.T) {
+	rec := *record()
+	rec.Previous = &hashsecret.Entry{Digest: k3, ExpiresAt: t0.Add(10 * time.Minute)}
+	if got := RequeueAfter(&rec, 90*day, t0); got != 10*time.Minute {
+		t.Fatalf("RequeueAfter with grace = %v, want 10m", got)
+	}
+	if _, changed := Prune(rec, t0.Add(9*time.Minute)); changed {
+		t.Fatal("pruned a previous key still in grace")
+	}
+	pruned, changed := Prune(rec, t0.Add(10*time.Minute))
+	if !changed || pruned.Previous != nil {
+		t.Fatal("expired previous key not pruned")
+	}
+	if got := RequeueAfter(&pruned, 90*day, t0.Add(day)); got != 89*day {
+		t.Fatalf("RequeueAfter = %v, want 89 days", got)
+	}
+	if got := RequeueAfter(&pruned, 90*day, t0.Add(100*day)); got != time.Second {
+		t.Fatalf("RequeueAfter overdue = %v, want 1s", got)
+	}
+}

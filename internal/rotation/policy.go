@@ -108,7 +108,8 @@ func Due(rec *hashsecret.Record, period time.Duration, request string, now time.
 // Stage returns rec with a new key staged as pending. The staged key is
 // accepted by the endpoint before it is written to the agent Secret.
 func Stage(rec hashsecret.Record, digest credential.Digest, reason Reason, now time.Time) hashsecret.Record {
-	rec.Pending = &hashsecret.Entry{Digest: digest, Reason: string(reason), StartedAt: now}
+	// Times are kept to the second: that is what the hash Secret and the status store.
+	rec.Pending = &hashsecret.Entry{Digest: digest, Reason: string(reason), StartedAt: now.UTC().Truncate(time.Second)}
 	return rec
 }
 

@@ -1,0 +1,270 @@
+// Package controllers wires AgentCredential objects to Kubernetes Secrets:
+// it issues keys into agent Secrets, keeps their hashes in the operator
+// namespace and rotates them. The decisions it acts on live in
+// internal/rotation and internal/tenancy; the key format in
+// internal/credential; the hash Secret layout in internal/hashsecret.
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
+	"github.com/agrenting/agentcred/internal/hashsecret"
+	"github.com/agrenting/agentcred/internal/rotation"
+)
+
+// Event reasons.
+const (
+	EventIssued            = "Issued"
+	EventRotated           = "Rotated"
+	EventRotationRequested = "RotationRequested"
+	EventReissued          = "Reissued"
+	EventConflict          = "Conflict"
+	EventHashRepaired      = "HashRepaired"
+)
+
+// AgentCredentialReconciler issues, hashes and rotates the key of each AgentCredential.
+type AgentCredentialReconciler struct {
+	client.Client
+	// APIReader reads around the cache: the cache holds only Secrets labelled
+	// as ours, so a foreign Secret in the way of an agent Secret is found here.
+	APIReader client.Reader
+	Scheme    *runtime.Scheme
+	// Clock is injected so tests move time instead of sleeping.
+	Clock    clock.PassiveClock
+	Recorder events.EventRecorder
+	// OperatorNamespace holds the hash Secrets.
+	OperatorNamespace string
+	Metrics           *Metrics
+}
+
+// +kubebuilder:rbac:groups=auth.agrenting.io,resources=agentcredentials,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=auth.agrenting.io,resources=agentcredentials/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=auth.agrenting.io,resources=agentcredentials/finalizers,verbs=update
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile brings one AgentCredential's key, Secrets and status in line with its spec.
+func (r *AgentCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+	cred := &authv1alpha1.AgentCredential{}
+	if err := r.Get(ctx, req.NamespacedName, cred); err != nil {
+		if apierrors.IsNotFound(err) {
+			// Gone without our finalizer running (or never existed): remove an orphaned hash Secret.
+			return ctrl.Result{}, r.deleteHashSecret(ctx, req.Namespace, req.Name, "")
+		}
+		return ctrl.Result{}, err
+	}
+	if !cred.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, r.finalize(ctx, cred)
+	}
+	if err := r.ensureFinalizer(ctx, cred); err != nil {
+		return ctrl.Result{}, err
+	}
+
+	before := cred.DeepCopy()
+	defer func() { retErr = r.patchStatus(ctx, before, cred, retErr) }()
+
+	if blocked, err := r.checkTenancy(ctx, cred); blocked || err != nil {
+		return ctrl.Result{}, err
+	}
+	agent, err := r.getAgentSecret(ctx, cred)
+	if err != nil || agent.foreign {
+		return ctrl.Result{}, err
+	}
+	hash, err := r.getHashSecret(ctx, cred)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.reconcileKey(ctx, cred, agent, hash); err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.reconcileAgentSecretMetadata(ctx, cred, agent); err != nil {
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{RequeueAfter: r.scheduleRotation(cred, hash.record)}, nil
+}
+
+// reconcileKey makes the agent Secret hold a key that the hash Secret
+// vouches for, then rotates it if the schedule or a request says so.
+func (r *AgentCredentialReconciler) reconcileKey(ctx context.Context, cred *authv1alpha1.AgentCredential, agent *agentSecret, hash *hashSecret) error {
+	action, reason := rotation.Assess(agent.key, hash.record, cred.Status.KeyID)
+	switch action {
+	case rotation.FinishRotation:
+		promoted := rotation.Promote(*hash.record, cred.GracePeriod(), cred.RotationRequest())
+		if err := r.writeHashSecret(ctx, cred, hash, &promoted); err != nil {
+			return err
+		}
+		r.recordRotation(ctx, cred, hash.record, rotation.Reason(hash.record.Pending.Reason))
+	case rotation.RebuildRecord:
+		if err := r.writeHashSecret(ctx, cred, hash, r.recordFromStatus(cred, agent)); err != nil {
+			return err
+		}
+		r.Recorder.Eventf(cred, nil, corev1.EventTypeWarning, EventHashRepaired, "Repair",
+			"Rewrote the hash Secret for key %s from the agent Secret", agent.key.Digest.KeyID())
+	case rotation.IssueKey:
+		return r.rotate(ctx, cred, agent, hash, reason)
+	}
+	if pruned, changed := rotation.Prune(*hash.record, r.Clock.Now()); changed {
+		if err := r.writeHashSecret(ctx, cred, hash, &pruned); err != nil {
+			return err
+		}
+	}
+	if reason := rotation.Due(hash.record, cred.RotationPeriod(), cred.RotationRequest(), r.Clock.Now()); reason != rotation.None {
+		return r.rotate(ctx, cred, agent, hash, reason)
+	}
+	return r.syncHashMetadata(ctx, cred, hash)
+}
+
+// rotate issues a new key in three writes ordered so that an interruption
+// between any two leaves the agent Secret holding a key the hash Secret
+// accepts: stage the new hash, write the key, then promote the new hash and
+// drop (or put in grace) the old one.
+func (r *AgentCredentialReconciler) rotate(ctx context.Context, cred *authv1alpha1.AgentCredential, agent *agentSecret, hash *hashSecret, reason rotation.Reason) error {
+	key, digest, err := newKey(cred)
+	if err != nil {
+		return err
+	}
+	base := hash.record
+	if base == nil {
+		base = r.newRecord(cred)
+	}
+	staged := rotation.Stage(*base, digest, reason, r.Clock.Now())
+	r.refreshRecord(cred, &staged)
+	if err := r.writeHashSecret(ctx, cred, hash, &staged); err != nil {
+		return fmt.Errorf("staging the new key's hash: %w", err)
+	}
+	if err := r.writeAgentKey(ctx, cred, agent, key); err != nil {
+		return fmt.Errorf("writing the new key to Secret %s: %w", cred.SecretName(), err)
+	}
+	promoted := rotation.Promote(staged, cred.GracePeriod(), cred.RotationRequest())
+	if err := r.writeHashSecret(ctx, cred, hash, &promoted); err != nil {
+		return fmt.Errorf("promoting the new key's hash: %w", err)
+	}
+	r.recordRotation(ctx, cred, &promoted, reason)
+	return nil
+}
+
+// recordRotation emits the event, log line and metric of a finished rotation.
+func (r *AgentCredentialReconciler) recordRotation(ctx context.Context, cred *authv1alpha1.AgentCredential, rec *hashsecret.Record, reason rotation.Reason) {
+	keyID := rec.Current.Digest.KeyID()
+	log.FromContext(ctx).Info("Issued key", "keyID", keyID, "reason", string(reason), "rotationCount", rec.RotationCount)
+	r.Metrics.RotationsTotal.WithLabelValues(metricReason(reason)).Inc()
+	switch reason {
+	case rotation.Issue:
+		r.Recorder.Eventf(cred, nil, corev1.EventTypeNormal, EventIssued, "Issue", "Issued key %s into Secret %s", keyID, cred.SecretName())
+	case rotation.Scheduled:
+		r.Recorder.Eventf(cred, nil, corev1.EventTypeNormal, EventRotated, "Rotate",
+			"Rotated to key %s on schedule; the previous key stays valid for %s", keyID, cred.GracePeriod())
+	case rotation.Requested:
+		r.Recorder.Eventf(cred, nil, corev1.EventTypeNormal, EventRotationRequested, "Rotate",
+			"Rotated to key %s on request %q; the previous key is revoked", keyID, truncate(cred.RotationRequest(), 64))
+	case rotation.Reissue:
+		r.Recorder.Eventf(cred, nil, corev1.EventTypeWarning, EventReissued, "Reissue",
+			"Secret %s was missing or held an invalid key; issued key %s and revoked the previous one", cred.SecretName(), keyID)
+	}
+}
+
+// scheduleRotation mirrors the hash record into the status and returns when
+// to look again.
+func (r *AgentCredentialReconciler) scheduleRotation(cred *authv1alpha1.AgentCredential, rec *hashsecret.Record) time.Duration {
+	period := cred.RotationPeriod()
+	next := rotation.NextRotation(rec.Current.IssuedAt, period)
+	s := &cred.Status
+	s.AgentID = cred.Spec.AgentID
+	s.SecretName = cred.SecretName()
+	s.KeyID = rec.Current.Digest.KeyID()
+	s.LastRotationTime = timePtr(rec.Current.IssuedAt)
+	s.NextRotationTime = timePtr(next)
+	s.RotationCount = rec.RotationCount
+	s.LastRotationRequest = rec.LastRotationRequest
+	s.PreviousKeyID, s.PreviousKeyExpiresAt = "", nil
+	if p := rec.Previous; p != nil {
+		s.PreviousKeyID = p.Digest.KeyID()
+		s.PreviousKeyExpiresAt = timePtr(p.ExpiresAt)
+	}
+	setReady(cred, metav1.ConditionTrue, authv1alpha1.ReasonIssued,
+		fmt.Sprintf("Key %s is issued in Secret %s; next rotation at %s", s.KeyID, s.SecretName, next.UTC().Format(time.RFC3339)))
+	r.Metrics.NextRotation.WithLabelValues(cred.Namespace, cred.Name).Set(float64(next.Unix()))
+	return rotation.RequeueAfter(rec, period, r.Clock.Now())
+}
+
+// patchStatus writes the status once per reconcile. observedGeneration moves
+// only when the reconcile succeeded; a failure becomes Ready=False.
+func (r *AgentCredentialReconciler) patchStatus(ctx context.Context, before, cred *authv1alpha1.AgentCredential, reconcileErr error) error {
+	if reconcileErr != nil {
+		setReady(cred, metav1.ConditionFalse, authv1alpha1.ReasonReconcileFailed, reconcileErr.Error())
+	} else {
+		cred.Status.ObservedGeneration = cred.Generation
+	}
+	if err := r.Status().Patch(ctx, cred, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
+		if reconcileErr != nil {
+			return reconcileErr
+		}
+		return fmt.Errorf("patching status: %w", err)
+	}
+	return reconcileErr
+}
+
+func (r *AgentCredentialReconciler) ensureFinalizer(ctx context.Context, cred *authv1alpha1.AgentCredential) error {
+	if controllerutil.ContainsFinalizer(cred, authv1alpha1.CleanupFinalizer) {
+		return nil
+	}
+	patch := client.MergeFromWithOptions(cred.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	controllerutil.AddFinalizer(cred, authv1alpha1.CleanupFinalizer)
+	return r.Patch(ctx, cred, patch)
+}
+
+// finalize revokes the key (deletes the hash Secret), deletes the agent
+// Secret it controls (there may be no garbage collector) and lets go.
+func (r *AgentCredentialReconciler) finalize(ctx context.Context, cred *authv1alpha1.AgentCredential) error {
+	if !controllerutil.ContainsFinalizer(cred, authv1alpha1.CleanupFinalizer) {
+		return nil
+	}
+	if err := r.deleteHashSecret(ctx, cred.Namespace, cred.Name, ""); err != nil {
+		return err
+	}
+	if err := r.deleteAgentSecret(ctx, cred); err != nil {
+		return err
+	}
+	r.Metrics.forget(cred)
+	log.FromContext(ctx).Info("Revoked key", "keyID", cred.Status.KeyID)
+	patch := client.MergeFrom(cred.DeepCopy())
+	controllerutil.RemoveFinalizer(cred, authv1alpha1.CleanupFinalizer)
+	return client.IgnoreNotFound(r.Patch(ctx, cred, patch))
+}
+
+func setReady(cred *authv1alpha1.AgentCredential, status metav1.ConditionStatus, reason, message string) {
+	meta.SetStatusCondition(&cred.Status.Conditions, metav1.Condition{
+		Type:               authv1alpha1.ReadyCondition,
+		Status:             status,
+		Reason:             reason,
+		Message:            truncate(message, 1024),
+		ObservedGeneration: cred.Generation,
+	})
+}
+
+func timePtr(t time.Time) *metav1.Time {
+	mt := metav1.NewTime(t)
+	return &mt
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

@@ -1,0 +1,454 @@
+package controllers_test
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
+	"github.com/agrenting/agentcred/controllers"
+	"github.com/agrenting/agentcred/internal/credential"
+	"github.com/agrenting/agentcred/internal/hashsecret"
+)
+
+func TestIssuesAPIKeyAndKeepsOnlyItsHash(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	cred := apiKeyCredential(ns, "billing-agent", func(c *authv1alpha1.AgentCredential) {
+		c.Spec.SecretTemplate = &authv1alpha1.SecretTemplate{Labels: map[string]string{"team": "billing"}, Annotations: map[string]string{"note": "x"}}
+	})
+	create(t, cred)
+	cred = waitReady(t, cred)
+
+	s := agentSecret(t, ns, "billing-agent")
+	key := string(s.Data[controllers.AgentSecretAPIKey])
+	kind, err := credential.Parse(key)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(kind).To(Equal(credential.APIKey))
+	g.Expect(key).To(HavePrefix("ak_"))
+	g.Expect(string(s.Data[controllers.AgentSecretAgentID])).To(Equal(cred.Spec.AgentID))
+	g.Expect(metav1.IsControlledBy(s, cred)).To(BeTrue(), "agent Secret must be controlled by the credential")
+	g.Expect(s.Labels).To(HaveKeyWithValue(authv1alpha1.ManagedByLabel, "agentcred"))
+	g.Expect(s.Labels).To(HaveKeyWithValue(authv1alpha1.CredentialLabel, "billing-agent"))
+	g.Expect(s.Labels).To(HaveKeyWithValue(authv1alpha1.CredentialNamespaceLabel, ns))
+	g.Expect(s.Labels).To(HaveKeyWithValue("team", "billing"))
+	g.Expect(s.Annotations).To(HaveKeyWithValue("note", "x"))
+
+	rec := hashRecord(t, cred)
+	g.Expect(rec.Current.Digest.Hex()).To(Equal(credential.DigestOf(key).Hex()), "hash Secret must hold SHA-256 of exactly the issued key")
+	g.Expect(rec.Credential).To(Equal(ns + "/billing-agent"))
+	g.Expect(rec.UID).To(Equal(string(cred.UID)))
+	g.Expect(rec.AgentIDs).To(Equal([]string{cred.Spec.AgentID}))
+	g.Expect(rec.Previous).To(BeNil())
+	g.Expect(rec.Pending).To(BeNil())
+
+	g.Expect(cred.Status.KeyID).To(Equal(credential.KeyID(key)))
+	g.Expect(cred.Status.SecretName).To(Equal("billing-agent"))
+	g.Expect(cred.Status.AgentID).To(Equal(cred.Spec.AgentID))
+	g.Expect(cred.Status.NextRotationTime.Sub(cred.Status.LastRotationTime.Time)).To(Equal(90 * 24 * time.Hour))
+	g.Expect(cred.Finalizers).To(ContainElement(authv1alpha1.CleanupFinalizer))
+	waitEvent(t, cred, controllers.EventIssued)
+
+	assertKeyNowhereElse(t, key, s)
+}
+
+// assertKeyNowhereElse scans every Secret but the agent Secret, the
+// credential's status, every event and the controller's logs for the key.
+func assertKeyNowhereElse(t *testing.T, key string, agent *corev1.Secret) {
+	t.Helper()
+	secrets := &corev1.SecretList{}
+	if err := k8s.List(ctx, secrets); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range secrets.Items {
+		if s.UID == agent.UID {
+			continue
+		}
+		raw, _ := json.Marshal(s)
+		for _, v := range s.Data {
+			if strings.Contains(string(v), key) {
+				t.Fatalf("Secret %s/%s holds the plaintext key", s.Namespace, s.Name)
+			}
+		}
+		if strings.Contains(string(raw), key) {
+			t.Fatalf("Secret %s/%s holds the plaintext key", s.Namespace, s.Name)
+		}
+	}
+	creds := &authv1alpha1.AgentCredentialList{}
+	if err := k8s.List(ctx, creds); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := json.Marshal(creds)
+	if strings.Contains(string(raw), key) {
+		t.Fatal("an AgentCredential (status or spec) holds the plaintext key")
+	}
+	events := &eventsv1.EventList{}
+	if err := k8s.List(ctx, events); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ = json.Marshal(events)
+	if strings.Contains(string(raw), key) {
+		t.Fatal("an event holds the plaintext key")
+	}
+	if strings.Contains(logs.String(), key) {
+		t.Fatal("the controller logged the plaintext key")
+	}
+	if len(logs.String()) == 0 {
+		t.Fatal("no controller logs were captured; the scan would prove nothing")
+	}
+}
+
+func TestIssuesUserToken(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	a, b := newAgentID(), newAgentID()
+	cred := &authv1alpha1.AgentCredential{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "alice"},
+		Spec: authv1alpha1.AgentCredentialSpec{
+			Type: authv1alpha1.UserTokenType, User: "alice@example.com", Agents: []string{a, b},
+			SecretName: "alice-token", SessionTTL: &metav1.Duration{Duration: 30 * time.Minute},
+		},
+	}
+	create(t, cred)
+	cred = waitReady(t, cred)
+	s := agentSecret(t, ns, "alice-token")
+	token := string(s.Data[controllers.AgentSecretToken])
+	kind, err := credential.Parse(token)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(kind).To(Equal(credential.UserToken))
+	g.Expect(string(s.Data[controllers.AgentSecretAgentIDs])).To(Equal(a + "\n" + b))
+	g.Expect(string(s.Data[controllers.AgentSecretUser])).To(Equal("alice@example.com"))
+	rec := hashRecord(t, cred)
+	g.Expect(rec.Current.Digest.Equal(credential.DigestOf(token))).To(BeTrue())
+	g.Expect(rec.Type).To(Equal("UserToken"))
+	g.Expect(rec.AgentIDs).To(Equal([]string{a, b}))
+	g.Expect(rec.User).To(Equal("alice@example.com"))
+	g.Expect(rec.SessionTTL).To(Equal(30 * time.Minute))
+	assertKeyNowhereElse(t, token, s)
+
+	// Adding an agent reaches the agent Secret and the hash Secret without a new key.
+	c := get(t, cred)
+	extra := newAgentID()
+	c.Spec.Agents = append(c.Spec.Agents, extra)
+	g.Expect(k8s.Update(ctx, c)).To(Succeed())
+	g.Eventually(func() []string { return hashRecord(t, cred).AgentIDs }).WithTimeout(timeout).Should(ContainElement(extra))
+	g.Eventually(func() string { return string(agentSecret(t, ns, "alice-token").Data[controllers.AgentSecretAgentIDs]) }).
+		WithTimeout(timeout).Should(HaveSuffix(extra))
+	g.Expect(get(t, cred).Status.KeyID).To(Equal(cred.Status.KeyID))
+}
+
+func TestScheduledRotationAtNinetyDaysWithGracePeriod(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	cred := apiKeyCredential(ns, "scheduled")
+	create(t, cred)
+	cred = waitReady(t, cred)
+	oldKey := string(agentSecret(t, ns, "scheduled").Data[controllers.AgentSecretAPIKey])
+	issued := cred.Status.LastRotationTime.Time
+	g.Expect(cred.Status.NextRotationTime.Time).To(BeTemporally("==", issued.Add(90 * 24 * time.Hour)))
+
+	// One minute before the due date nothing happens.
+	fakeClock.SetTime(issued.Add(90*24*time.Hour - time.Minute))
+	poke(t, cred)
+	g.Consistently(func() string { return get(t, cred).Status.KeyID }).WithTimeout(time.Second).Should(Equal(cred.Status.KeyID))
+
+	fakeClock.SetTime(issued.Add(90 * 24 * time.Hour))
+	rotatedAt := fakeClock.Now()
+	poke(t, cred)
+	cred = waitKeyChange(t, cred, cred.Status.KeyID)
+	newKey := string(agentSecret(t, ns, "scheduled").Data[controllers.AgentSecretAPIKey])
+	g.Expect(credential.KeyID(newKey)).To(Equal(cred.Status.KeyID))
+	g.Expect(cred.Status.RotationCount).To(BeEquivalentTo(1))
+	g.Expect(cred.Status.PreviousKeyID).To(Equal(credential.KeyID(oldKey)))
+	g.Expect(cred.Status.PreviousKeyExpiresAt.Time).To(BeTemporally("==", rotatedAt.Add(10 * time.Minute)))
+	g.Expect(cred.Status.NextRotationTime.Time).To(BeTemporally("==", rotatedAt.Add(90 * 24 * time.Hour)))
+
+	// During the grace period both hashes are present, with the right expiry.
+	rec := hashRecord(t, cred)
+	g.Expect(rec.Current.Digest.Equal(credential.DigestOf(newKey))).To(BeTrue())
+	g.Expect(rec.Previous).NotTo(BeNil())
+	g.Expect(rec.Previous.Digest.Equal(credential.DigestOf(oldKey))).To(BeTrue())
+	g.Expect(rec.Previous.ExpiresAt).To(BeTemporally("==", rotatedAt.Add(10*time.Minute)))
+	g.Expect(rec.Accepts(credential.DigestOf(oldKey), fakeClock.Now())).To(BeTrue())
+	waitEvent(t, cred, controllers.EventRotated)
+	g.Expect(testutil.ToFloat64(metricsRotations("scheduled"))).To(BeNumerically(">=", 1))
+
+	// After it only the new one.
+	fakeClock.SetTime(rotatedAt.Add(10 * time.Minute))
+	poke(t, cred)
+	g.Eventually(func() *hashsecret.Entry { return hashRecord(t, cred).Previous }).WithTimeout(timeout).Should(BeNil())
+	cred = waitReady(t, cred)
+	g.Eventually(func() string { return get(t, cred).Status.PreviousKeyID }).WithTimeout(timeout).Should(BeEmpty())
+	g.Expect(hashRecord(t, cred).Current.Digest.Equal(credential.DigestOf(newKey))).To(BeTrue())
+}
+
+func TestScheduledRotationAtCustomPeriod(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	cred := apiKeyCredential(ns, "hourly", func(c *authv1alpha1.AgentCredential) {
+		c.Spec.Rotation.Period = &metav1.Duration{Duration: 2 * time.Hour}
+		c.Spec.Rotation.GracePeriod = &metav1.Duration{Duration: 0}
+	})
+	create(t, cred)
+	cred = waitReady(t, cred)
+	issued := cred.Status.LastRotationTime.Time
+	g.Expect(cred.Status.NextRotationTime.Time).To(BeTemporally("==", issued.Add(2 * time.Hour)))
+	oldKey := string(agentSecret(t, ns, "hourly").Data[controllers.AgentSecretAPIKey])
+
+	fakeClock.SetTime(issued.Add(2 * time.Hour))
+	poke(t, cred)
+	cred = waitKeyChange(t, cred, cred.Status.KeyID)
+	// gracePeriod 0s: the old key is revoked at once.
+	rec := hashRecord(t, cred)
+	g.Expect(rec.Previous).To(BeNil())
+	g.Expect(rec.Accepts(credential.DigestOf(oldKey), fakeClock.Now())).To(BeFalse())
+	g.Expect(cred.Status.NextRotationTime.Time).To(BeTemporally("==", fakeClock.Now().Truncate(time.Second).Add(2 * time.Hour)))
+
+	// Shortening the period makes an old key due at once.
+	c := get(t, cred)
+	fakeClock.Step(90 * time.Minute)
+	c.Spec.Rotation.Period = &metav1.Duration{Duration: time.Hour}
+	g.Expect(k8s.Update(ctx, c)).To(Succeed())
+	waitKeyChange(t, cred, cred.Status.KeyID)
+}
+
+func TestRotateAnnotationRevokesOldKeyAtOnce(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	cred := apiKeyCredential(ns, "requested")
+	create(t, cred)
+	cred = waitReady(t, cred)
+	oldKey := string(agentSecret(t, ns, "requested").Data[controllers.AgentSecretAPIKey])
+
+	annotate(t, cred, authv1alpha1.RotateAnnotation, "2026-11-28T10:00")
+	cred = waitKeyChange(t, cred, cred.Status.KeyID)
+	newKey := string(agentSecret(t, ns, "requested").Data[controllers.AgentSecretAPIKey])
+	rec := hashRecord(t, cred)
+	g.Expect(rec.Current.Digest.Equal(credential.DigestOf(newKey))).To(BeTrue())
+	g.Expect(rec.Previous).To(BeNil(), "a requested rotation must not keep the old key")
+	g.Expect(rec.Accepts(credential.DigestOf(oldKey), fakeClock.Now())).To(BeFalse())
+	g.Expect(cred.Status.LastRotationRequest).To(Equal("2026-11-28T10:00"))
+	g.Expect(cred.Status.RotationCount).To(BeEquivalentTo(1))
+	g.Expect(cred.Status.PreviousKeyID).To(BeEmpty())
+	waitEvent(t, cred, controllers.EventRotationRequested)
+
+	// The same value again does nothing; a new value rotates again.
+	poke(t, cred)
+	g.Consistently(func() string { return get(t, cred).Status.KeyID }).WithTimeout(time.Second).Should(Equal(cred.Status.KeyID))
+	annotate(t, cred, authv1alpha1.RotateAnnotation, "again")
+	cred = waitKeyChange(t, cred, cred.Status.KeyID)
+	g.Expect(cred.Status.RotationCount).To(BeEquivalentTo(2))
+}
+
+func TestDeleteRemovesBothSecrets(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	cred := apiKeyCredential(ns, "doomed")
+	create(t, cred)
+	cred = waitReady(t, cred)
+	agent := agentSecret(t, ns, "doomed")
+	hash := &corev1.Secret{}
+	g.Expect(k8s.Get(ctx, hashSecretKey(cred), hash)).To(Succeed())
+
+	g.Expect(k8s.Delete(ctx, cred)).To(Succeed())
+	waitGone(t, hash)
+	waitGone(t, agent)
+	waitGone(t, cred)
+}
+
+func TestOrphanedHashSecretIsRemoved(t *testing.T) {
+	ns := newNamespace(t)
+	orphan := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{
+		Namespace: operatorNamespace, Name: hashsecret.Name(ns, "ghost"),
+		Labels: map[string]string{
+			authv1alpha1.ManagedByLabel: "agentcred", authv1alpha1.SecretRoleLabel: controllers.RoleKeyHash,
+			authv1alpha1.CredentialLabel: "ghost", authv1alpha1.CredentialNamespaceLabel: ns,
+		},
+	}}
+	create(t, orphan)
+	waitGone(t, orphan)
+}
+
+func TestDeletedAgentSecretIsReissued(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	cred := apiKeyCredential(ns, "lost")
+	create(t, cred)
+	cred = waitReady(t, cred)
+	oldKey := string(agentSecret(t, ns, "lost").Data[controllers.AgentSecretAPIKey])
+
+	g.Expect(k8s.Delete(ctx, agentSecret(t, ns, "lost"))).To(Succeed())
+	cred = waitKeyChange(t, cred, cred.Status.KeyID)
+	newKey := string(agentSecret(t, ns, "lost").Data[controllers.AgentSecretAPIKey])
+	g.Expect(newKey).NotTo(Equal(oldKey))
+	rec := hashRecord(t, cred)
+	g.Expect(rec.Accepts(credential.DigestOf(newKey), fakeClock.Now())).To(BeTrue())
+	g.Expect(rec.Accepts(credential.DigestOf(oldKey), fakeClock.Now())).To(BeFalse(), "the lost key must be revoked")
+	waitEvent(t, cred, controllers.EventReissued)
+}
+
+func TestCorruptedAgentSecretIsReissued(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	cred := apiKeyCredential(ns, "corrupt")
+	create(t, cred)
+	cred = waitReady(t, cred)
+	s := agentSecret(t, ns, "corrupt")
+	oldKey := string(s.Data[controllers.AgentSecretAPIKey])
+	s.Data[controllers.AgentSecretAPIKey] = []byte(oldKey[:len(oldKey)-1] + "x")
+	g.Expect(k8s.Update(ctx, s)).To(Succeed())
+
+	cred = waitKeyChange(t, cred, cred.Status.KeyID)
+	newKey := string(agentSecret(t, ns, "corrupt").Data[controllers.AgentSecretAPIKey])
+	_, err := credential.Parse(newKey)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(hashRecord(t, cred).Accepts(credential.DigestOf(oldKey), fakeClock.Now())).To(BeFalse())
+	waitEvent(t, cred, controllers.EventReissued)
+}
+
+func TestEditedOrDeletedHashSecretIsRewritten(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	cred := apiKeyCredential(ns, "tampered")
+	create(t, cred)
+	cred = waitReady(t, cred)
+	key := string(agentSecret(t, ns, "tampered").Data[controllers.AgentSecretAPIKey])
+
+	// An attacker with access to the operator namespace swaps in the hash of their own key.
+	hash := &corev1.Secret{}
+	g.Expect(k8s.Get(ctx, hashSecretKey(cred), hash)).To(Succeed())
+	evil := credential.DigestOf("ak_attacker")
+	hash.Data[hashsecret.KeyCurrentDigest] = []byte(evil.Hex())
+	hash.Data[hashsecret.KeyCurrentKeyID] = []byte(evil.KeyID())
+	g.Expect(k8s.Update(ctx, hash)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		rec, err := tryHashRecord(cred)
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(rec.Current.Digest.Equal(credential.DigestOf(key))).To(BeTrue())
+	}).WithTimeout(timeout).WithPolling(interval).Should(Succeed())
+
+	// Garbage is rewritten too.
+	g.Expect(k8s.Get(ctx, hashSecretKey(cred), hash)).To(Succeed())
+	hash.Data = map[string][]byte{"junk": []byte("1")}
+	g.Expect(k8s.Update(ctx, hash)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		rec, err := tryHashRecord(cred)
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(rec.Current.Digest.Equal(credential.DigestOf(key))).To(BeTrue())
+	}).WithTimeout(timeout).WithPolling(interval).Should(Succeed())
+
+	// And a deleted one comes back, with the same key: the agent keeps working.
+	g.Expect(k8s.Get(ctx, hashSecretKey(cred), hash)).To(Succeed())
+	g.Expect(k8s.Delete(ctx, hash)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		rec, err := tryHashRecord(cred)
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(rec.Current.Digest.Equal(credential.DigestOf(key))).To(BeTrue())
+	}).WithTimeout(timeout).WithPolling(interval).Should(Succeed())
+	g.Expect(get(t, cred).Status.KeyID).To(Equal(cred.Status.KeyID))
+}
+
+func TestAgentIDOwnedByAnotherNamespaceConflicts(t *testing.T) {
+	g := NewWithT(t)
+	owner, intruder := newNamespace(t), newNamespace(t)
+	first := apiKeyCredential(owner, "first")
+	create(t, first)
+	first = waitReady(t, first)
+
+	second := apiKeyCredential(intruder, "second", func(c *authv1alpha1.AgentCredential) { c.Spec.AgentID = first.Spec.AgentID })
+	create(t, second)
+	second = waitCondition(t, second, metav1.ConditionFalse, authv1alpha1.ReasonAgentIDConflict)
+	g.Expect(readyMessage(second)).To(ContainSubstring("belongs to namespace " + owner))
+	g.Expect(second.Status.KeyID).To(BeEmpty())
+	g.Consistently(func() error { return k8s.Get(ctx, hashSecretKey(second), &corev1.Secret{}) }).
+		WithTimeout(time.Second).Should(MatchError(ContainSubstring("not found")), "a conflicting credential must have no hash Secret")
+	waitEvent(t, second, controllers.EventConflict)
+
+	// Another credential in the owner's namespace may name the same agent.
+	sibling := apiKeyCredential(owner, "sibling", func(c *authv1alpha1.AgentCredential) { c.Spec.AgentID = first.Spec.AgentID })
+	create(t, sibling)
+	waitReady(t, sibling)
+
+	// Once the owner's namespace lets go of the agent, the intruder becomes its owner.
+	g.Expect(k8s.Delete(ctx, first)).To(Succeed())
+	g.Expect(k8s.Delete(ctx, sibling)).To(Succeed())
+	waitGone(t, first)
+	waitGone(t, sibling)
+	waitReady(t, second)
+}
+
+func TestForeignSecretIsNotOverwritten(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	foreign := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "database"}, Data: map[string][]byte{"password": []byte("hunter2")}}
+	create(t, foreign)
+	cred := apiKeyCredential(ns, "hijack", func(c *authv1alpha1.AgentCredential) { c.Spec.SecretName = "database" })
+	create(t, cred)
+	cred = waitCondition(t, cred, metav1.ConditionFalse, authv1alpha1.ReasonSecretConflict)
+	g.Expect(readyMessage(cred)).To(ContainSubstring("Secret database already exists"))
+	after := agentSecret(t, ns, "database")
+	g.Expect(after.Data).To(Equal(foreign.Data))
+	g.Expect(after.OwnerReferences).To(BeEmpty())
+	g.Expect(k8s.Get(ctx, hashSecretKey(cred), &corev1.Secret{})).NotTo(Succeed())
+
+	// Deleting the credential leaves the foreign Secret alone.
+	g.Expect(k8s.Delete(ctx, cred)).To(Succeed())
+	waitGone(t, cred)
+	g.Expect(agentSecret(t, ns, "database").Data).To(Equal(foreign.Data))
+}
+
+func TestAgentSecretMetadataIsRepaired(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	cred := apiKeyCredential(ns, "relabel")
+	create(t, cred)
+	cred = waitReady(t, cred)
+	s := agentSecret(t, ns, "relabel")
+	s.Data[controllers.AgentSecretAgentID] = []byte("someone-else")
+	g.Expect(k8s.Update(ctx, s)).To(Succeed())
+	g.Eventually(func() string { return string(agentSecret(t, ns, "relabel").Data[controllers.AgentSecretAgentID]) }).
+		WithTimeout(timeout).Should(Equal(cred.Spec.AgentID))
+	g.Expect(get(t, cred).Status.KeyID).To(Equal(cred.Status.KeyID), "repairing metadata must not rotate the key")
+}
+
+func TestMetrics(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	cred := apiKeyCredential(ns, "measured")
+	create(t, cred)
+	cred = waitReady(t, cred)
+	g.Expect(testutil.ToFloat64(metricsRotations("issue"))).To(BeNumerically(">=", 1))
+	families, err := registry.Gather()
+	g.Expect(err).NotTo(HaveOccurred())
+	found := map[string]bool{}
+	for _, f := range families {
+		found[f.GetName()] = true
+		if f.GetName() == "agentcred_credential_next_rotation_timestamp_seconds" {
+			for _, m := range f.GetMetric() {
+				labels := map[string]string{}
+				for _, l := range m.GetLabel() {
+					labels[l.GetName()] = l.GetValue()
+				}
+				if labels["namespace"] == ns && labels["name"] == "measured" {
+					g.Expect(m.GetGauge().GetValue()).To(BeEquivalentTo(cred.Status.NextRotationTime.Unix()))
+				}
+			}
+		}
+	}
+	g.Expect(found).To(HaveKey("agentcred_rotations_total"))
+	g.Expect(found).To(HaveKey("agentcred_credentials"))
+	g.Expect(found).To(HaveKey("agentcred_credential_next_rotation_timestamp_seconds"))
+	g.Expect(testutil.CollectAndCount(registry, "agentcred_credentials")).To(Equal(2))
+}
+
+func metricsRotations(reason string) prometheus.Collector {
+	return testMetrics.RotationsTotal.WithLabelValues(reason)
+}

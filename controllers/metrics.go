@@ -1,0 +1,93 @@
+package controllers
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
+	"github.com/agrenting/agentcred/internal/rotation"
+)
+
+// Metrics are the controller's Prometheus metrics.
+type Metrics struct {
+	// RotationsTotal counts issued keys by reason: issue, scheduled, requested, reissue.
+	RotationsTotal *prometheus.CounterVec
+	// NextRotation is each credential's next scheduled rotation as a Unix time.
+	NextRotation *prometheus.GaugeVec
+	credentials  *credentialsCollector
+}
+
+// NewMetrics creates the metrics; reader lists AgentCredentials (the
+// manager's cache) for agentcred_credentials at scrape time.
+func NewMetrics(reader client.Reader) *Metrics {
+	return &Metrics{
+		RotationsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "agentcred_rotations_total",
+			Help: "Keys issued by agentcred, by reason (issue, scheduled, requested, reissue).",
+		}, []string{"reason"}),
+		NextRotation: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "agentcred_credential_next_rotation_timestamp_seconds",
+			Help: "When each credential's key is next rotated on schedule, as a Unix time.",
+		}, []string{"namespace", "name"}),
+		credentials: &credentialsCollector{reader: reader, desc: prometheus.NewDesc(
+			"agentcred_credentials", "AgentCredentials in the cluster, by type.", []string{"type"}, nil)},
+	}
+}
+
+// Register registers every metric with reg.
+func (m *Metrics) Register(reg prometheus.Registerer) error {
+	for _, c := range []prometheus.Collector{m.RotationsTotal, m.NextRotation, m.credentials} {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *Metrics) forget(cred *authv1alpha1.AgentCredential) {
+	m.NextRotation.DeleteLabelValues(cred.Namespace, cred.Name)
+}
+
+func metricReason(r rotation.Reason) string {
+	switch r {
+	case rotation.Issue:
+		return "issue"
+	case rotation.Scheduled:
+		return "scheduled"
+	case rotation.Requested:
+		return "requested"
+	case rotation.Reissue:
+		return "reissue"
+	default:
+		return "unknown"
+	}
+}
+
+// credentialsCollector counts AgentCredentials by type when scraped, from
+// the cache, so the figure is always current and costs no API call.
+type credentialsCollector struct {
+	reader client.Reader
+	desc   *prometheus.Desc
+}
+
+func (c *credentialsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *credentialsCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	list := &authv1alpha1.AgentCredentialList{}
+	if err := c.reader.List(ctx, list); err != nil {
+		ch <- prometheus.NewInvalidMetric(c.desc, err)
+		return
+	}
+	counts := map[authv1alpha1.CredentialType]int{authv1alpha1.APIKeyType: 0, authv1alpha1.UserTokenType: 0}
+	for i := range list.Items {
+		counts[list.Items[i].CredentialType()]++
+	}
+	for t, n := range counts {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), string(t))
+	}
+}

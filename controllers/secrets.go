@@ -1,0 +1,305 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"reflect"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
+	"github.com/agrenting/agentcred/internal/credential"
+	"github.com/agrenting/agentcred/internal/hashsecret"
+	"github.com/agrenting/agentcred/internal/rotation"
+)
+
+// Data keys of the agent Secret.
+const (
+	AgentSecretAPIKey   = "api-key"
+	AgentSecretAgentID  = "agent-id"
+	AgentSecretToken    = "token"
+	AgentSecretAgentIDs = "agent-ids"
+	AgentSecretUser     = "user"
+)
+
+// Values of the auth.agrenting.io/secret-role label.
+const (
+	RoleAgentKey = "agent-key"
+	RoleKeyHash  = "key-hash"
+)
+
+// agentSecret is what the controller found at spec.secretName.
+type agentSecret struct {
+	// secret is nil when there is none.
+	secret *corev1.Secret
+	key    rotation.AgentKey
+	// foreign is true when a Secret exists there that this credential does not control.
+	foreign bool
+}
+
+// hashSecret is the credential's hash Secret in the operator namespace.
+type hashSecret struct {
+	// secret is nil when there is none.
+	secret *corev1.Secret
+	// record is nil when the Secret is missing, damaged, or left from an
+	// earlier credential of the same name.
+	record *hashsecret.Record
+}
+
+func keyField(t authv1alpha1.CredentialType) string {
+	if t == authv1alpha1.UserTokenType {
+		return AgentSecretToken
+	}
+	return AgentSecretAPIKey
+}
+
+func keyKind(t authv1alpha1.CredentialType) credential.Kind {
+	if t == authv1alpha1.UserTokenType {
+		return credential.UserToken
+	}
+	return credential.APIKey
+}
+
+func newKey(cred *authv1alpha1.AgentCredential) (string, credential.Digest, error) {
+	key, err := credential.Generate(keyKind(cred.CredentialType()))
+	if err != nil {
+		return "", credential.Digest{}, err
+	}
+	return key, credential.DigestOf(key), nil
+}
+
+// ownLabels are the labels on every object agentcred creates for cred.
+func ownLabels(cred *authv1alpha1.AgentCredential, role string) map[string]string {
+	return map[string]string{
+		authv1alpha1.ManagedByLabel:           authv1alpha1.ManagedByValue,
+		authv1alpha1.CredentialLabel:          cred.Name,
+		authv1alpha1.CredentialNamespaceLabel: cred.Namespace,
+		authv1alpha1.SecretRoleLabel:          role,
+	}
+}
+
+// getAgentSecret reads the agent Secret. The cache holds only Secrets
+// labelled as ours, so a miss is checked against the API server: a foreign
+// Secret (or ours with its labels stripped) must not be overwritten blindly.
+func (r *AgentCredentialReconciler) getAgentSecret(ctx context.Context, cred *authv1alpha1.AgentCredential) (*agentSecret, error) {
+	key := types.NamespacedName{Namespace: cred.Namespace, Name: cred.SecretName()}
+	s := &corev1.Secret{}
+	err := r.Get(ctx, key, s)
+	if apierrors.IsNotFound(err) {
+		err = r.APIReader.Get(ctx, key, s)
+		if apierrors.IsNotFound(err) {
+			return &agentSecret{}, nil
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading Secret %s: %w", key.Name, err)
+	}
+	if !metav1.IsControlledBy(s, cred) {
+		r.reportConflict(cred, authv1alpha1.ReasonSecretConflict, fmt.Sprintf(
+			"Secret %s already exists and is not controlled by this AgentCredential; agentcred will not overwrite it. "+
+				"Delete that Secret or create the credential with another spec.secretName", key.Name))
+		return &agentSecret{foreign: true}, nil
+	}
+	value, present := s.Data[keyField(cred.CredentialType())]
+	return &agentSecret{secret: s, key: rotation.Inspect(string(value), present, keyKind(cred.CredentialType()))}, nil
+}
+
+// applyAgentSecret sets everything but the key on s: labels, annotations,
+// the owner reference and the identity data.
+func (r *AgentCredentialReconciler) applyAgentSecret(cred *authv1alpha1.AgentCredential, s *corev1.Secret) error {
+	s.Namespace, s.Name = cred.Namespace, cred.SecretName()
+	labels := map[string]string{}
+	annotations := map[string]string{}
+	if t := cred.Spec.SecretTemplate; t != nil {
+		maps.Copy(labels, t.Labels)
+		maps.Copy(annotations, t.Annotations)
+	}
+	maps.Copy(labels, ownLabels(cred, RoleAgentKey))
+	if s.Labels == nil {
+		s.Labels = map[string]string{}
+	}
+	maps.Copy(s.Labels, labels)
+	if len(annotations) > 0 {
+		if s.Annotations == nil {
+			s.Annotations = map[string]string{}
+		}
+		maps.Copy(s.Annotations, annotations)
+	}
+	if s.Data == nil {
+		s.Data = map[string][]byte{}
+	}
+	if cred.CredentialType() == authv1alpha1.UserTokenType {
+		s.Data[AgentSecretAgentIDs] = []byte(strings.Join(cred.Spec.Agents, "\n"))
+		s.Data[AgentSecretUser] = []byte(cred.Spec.User)
+	} else {
+		s.Data[AgentSecretAgentID] = []byte(cred.Spec.AgentID)
+	}
+	if s.Type == "" {
+		s.Type = corev1.SecretTypeOpaque
+	}
+	return controllerutil.SetControllerReference(cred, s, r.Scheme)
+}
+
+// writeAgentKey puts key into the agent Secret, creating it if needed.
+func (r *AgentCredentialReconciler) writeAgentKey(ctx context.Context, cred *authv1alpha1.AgentCredential, agent *agentSecret, key string) error {
+	s := &corev1.Secret{}
+	if agent.secret != nil {
+		s = agent.secret.DeepCopy()
+	}
+	if err := r.applyAgentSecret(cred, s); err != nil {
+		return err
+	}
+	s.Data[keyField(cred.CredentialType())] = []byte(key)
+	var err error
+	if agent.secret == nil {
+		err = r.Create(ctx, s)
+	} else {
+		err = r.Update(ctx, s)
+	}
+	if err != nil {
+		return err
+	}
+	agent.secret = s
+	agent.key = rotation.Inspect(key, true, keyKind(cred.CredentialType()))
+	return nil
+}
+
+// reconcileAgentSecretMetadata repairs labels, annotations and identity data
+// edited on the agent Secret, leaving the key alone.
+func (r *AgentCredentialReconciler) reconcileAgentSecretMetadata(ctx context.Context, cred *authv1alpha1.AgentCredential, agent *agentSecret) error {
+	if agent.secret == nil {
+		return nil
+	}
+	s := agent.secret.DeepCopy()
+	if err := r.applyAgentSecret(cred, s); err != nil {
+		return err
+	}
+	if equality.Semantic.DeepEqual(s, agent.secret) {
+		return nil
+	}
+	if err := r.Update(ctx, s); err != nil {
+		return fmt.Errorf("repairing Secret %s: %w", s.Name, err)
+	}
+	agent.secret = s
+	return nil
+}
+
+func (r *AgentCredentialReconciler) deleteAgentSecret(ctx context.Context, cred *authv1alpha1.AgentCredential) error {
+	s := &corev1.Secret{}
+	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: cred.Namespace, Name: cred.SecretName()}, s)
+	if apierrors.IsNotFound(err) || (err == nil && !metav1.IsControlledBy(s, cred)) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	uid := s.UID
+	return client.IgnoreNotFound(r.Delete(ctx, s, client.Preconditions{UID: &uid}))
+}
+
+// getHashSecret reads the credential's hash Secret from the cache.
+func (r *AgentCredentialReconciler) getHashSecret(ctx context.Context, cred *authv1alpha1.AgentCredential) (*hashSecret, error) {
+	s := &corev1.Secret{}
+	err := r.Get(ctx, types.NamespacedName{Namespace: r.OperatorNamespace, Name: hashsecret.Name(cred.Namespace, cred.Name)}, s)
+	if apierrors.IsNotFound(err) {
+		return &hashSecret{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the hash Secret: %w", err)
+	}
+	rec, err := hashsecret.Parse(s.Data)
+	if err != nil {
+		log.FromContext(ctx).Info("Found a damaged hash Secret; it will be rewritten", "secret", s.Name, "problem", err.Error())
+		return &hashSecret{secret: s}, nil
+	}
+	if rec.UID != string(cred.UID) || rec.Credential != cred.Namespace+"/"+cred.Name {
+		return &hashSecret{secret: s}, nil
+	}
+	return &hashSecret{secret: s, record: rec}, nil
+}
+
+// writeHashSecret stores rec in the hash Secret, creating it if needed. The
+// update carries the resourceVersion read, so a stale cache fails the write
+// instead of undoing a newer one.
+func (r *AgentCredentialReconciler) writeHashSecret(ctx context.Context, cred *authv1alpha1.AgentCredential, hash *hashSecret, rec *hashsecret.Record) error {
+	s := &corev1.Secret{}
+	if hash.secret != nil {
+		s = hash.secret.DeepCopy()
+	}
+	s.Namespace, s.Name = r.OperatorNamespace, hashsecret.Name(cred.Namespace, cred.Name)
+	s.Labels = ownLabels(cred, RoleKeyHash)
+	s.Type = corev1.SecretTypeOpaque
+	s.Data = rec.Data()
+	var err error
+	if hash.secret == nil {
+		err = r.Create(ctx, s)
+	} else {
+		err = r.Update(ctx, s)
+	}
+	if err != nil {
+		return fmt.Errorf("writing hash Secret %s/%s: %w", s.Namespace, s.Name, err)
+	}
+	hash.secret, hash.record = s, rec
+	return nil
+}
+
+// syncHashMetadata rewrites the hash record when the identity it carries
+// (agents, session TTL) or its labels no longer match the credential.
+func (r *AgentCredentialReconciler) syncHashMetadata(ctx context.Context, cred *authv1alpha1.AgentCredential, hash *hashSecret) error {
+	want := *hash.record
+	r.refreshRecord(cred, &want)
+	if reflect.DeepEqual(&want, hash.record) && maps.Equal(hash.secret.Labels, ownLabels(cred, RoleKeyHash)) {
+		return nil
+	}
+	return r.writeHashSecret(ctx, cred, hash, &want)
+}
+
+func (r *AgentCredentialReconciler) deleteHashSecret(ctx context.Context, namespace, name, _ string) error {
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: r.OperatorNamespace, Name: hashsecret.Name(namespace, name)}}
+	if err := r.Delete(ctx, s); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("deleting hash Secret %s: %w", s.Name, err)
+	}
+	return nil
+}
+
+// newRecord starts a hash record for cred with no key yet.
+func (r *AgentCredentialReconciler) newRecord(cred *authv1alpha1.AgentCredential) *hashsecret.Record {
+	rec := &hashsecret.Record{}
+	r.refreshRecord(cred, rec)
+	return rec
+}
+
+// refreshRecord copies the credential's identity into rec.
+func (r *AgentCredentialReconciler) refreshRecord(cred *authv1alpha1.AgentCredential, rec *hashsecret.Record) {
+	rec.Credential = cred.Namespace + "/" + cred.Name
+	rec.UID = string(cred.UID)
+	rec.Type = string(cred.CredentialType())
+	rec.AgentIDs = cred.AgentIDs()
+	rec.User = cred.Spec.User
+	rec.SessionTTL = 0
+	if cred.Spec.SessionTTL != nil {
+		rec.SessionTTL = cred.Spec.SessionTTL.Duration
+	}
+}
+
+// recordFromStatus rebuilds a lost or edited hash record from the key in the
+// agent Secret, whose keyID the status vouches for.
+func (r *AgentCredentialReconciler) recordFromStatus(cred *authv1alpha1.AgentCredential, agent *agentSecret) *hashsecret.Record {
+	rec := r.newRecord(cred)
+	rec.Current = hashsecret.Entry{Digest: agent.key.Digest, IssuedAt: r.Clock.Now()}
+	if t := cred.Status.LastRotationTime; t != nil {
+		rec.Current.IssuedAt = t.Time
+	}
+	rec.RotationCount = cred.Status.RotationCount
+	rec.LastRotationRequest = cred.Status.LastRotationRequest
+	return rec
+}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -104,11 +105,14 @@ func (r *AgentCredentialReconciler) reconcileKey(ctx context.Context, cred *auth
 	action, reason := rotation.Assess(agent.key, hash.record, cred.Status.KeyID)
 	switch action {
 	case rotation.FinishRotation:
+		// An earlier reconcile staged this key and wrote it to the agent
+		// Secret, then stopped: finish its rotation.
+		reason := rotation.Reason(hash.record.Pending.Reason)
 		promoted := rotation.Promote(*hash.record, cred.GracePeriod(), cred.RotationRequest())
 		if err := r.writeHashSecret(ctx, cred, hash, &promoted); err != nil {
 			return err
 		}
-		r.recordRotation(ctx, cred, hash.record, rotation.Reason(hash.record.Pending.Reason))
+		r.recordRotation(ctx, cred, &promoted, reason)
 	case rotation.RebuildRecord:
 		if err := r.writeHashSecret(ctx, cred, hash, r.recordFromStatus(cred, agent)); err != nil {
 			return err
@@ -205,10 +209,17 @@ func (r *AgentCredentialReconciler) scheduleRotation(cred *authv1alpha1.AgentCre
 // patchStatus writes the status once per reconcile. observedGeneration moves
 // only when the reconcile succeeded; a failure becomes Ready=False.
 func (r *AgentCredentialReconciler) patchStatus(ctx context.Context, before, cred *authv1alpha1.AgentCredential, reconcileErr error) error {
-	if reconcileErr != nil {
+	switch {
+	case apierrors.IsConflict(reconcileErr):
+		// A stale read lost an optimistic-concurrency race; the retry will
+		// succeed, so Ready does not flap.
+	case reconcileErr != nil:
 		setReady(cred, metav1.ConditionFalse, authv1alpha1.ReasonReconcileFailed, reconcileErr.Error())
-	} else {
+	default:
 		cred.Status.ObservedGeneration = cred.Generation
+	}
+	if equality.Semantic.DeepEqual(before.Status, cred.Status) {
+		return reconcileErr
 	}
 	if err := r.Status().Patch(ctx, cred, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
 		if reconcileErr != nil {

@@ -153,7 +153,7 @@ func TestScheduledRotationAtNinetyDaysWithGracePeriod(t *testing.T) {
 	cred = waitReady(t, cred)
 	oldKey := string(agentSecret(t, ns, "scheduled").Data[controllers.AgentSecretAPIKey])
 	issued := cred.Status.LastRotationTime.Time
-	g.Expect(cred.Status.NextRotationTime.Time).To(BeTemporally("==", issued.Add(90 * 24 * time.Hour)))
+	g.Expect(cred.Status.NextRotationTime.Time).To(BeTemporally("==", issued.Add(90*24*time.Hour)))
 
 	// One minute before the due date nothing happens.
 	fakeClock.SetTime(issued.Add(90*24*time.Hour - time.Minute))
@@ -168,8 +168,8 @@ func TestScheduledRotationAtNinetyDaysWithGracePeriod(t *testing.T) {
 	g.Expect(credential.KeyID(newKey)).To(Equal(cred.Status.KeyID))
 	g.Expect(cred.Status.RotationCount).To(BeEquivalentTo(1))
 	g.Expect(cred.Status.PreviousKeyID).To(Equal(credential.KeyID(oldKey)))
-	g.Expect(cred.Status.PreviousKeyExpiresAt.Time).To(BeTemporally("==", rotatedAt.Add(10 * time.Minute)))
-	g.Expect(cred.Status.NextRotationTime.Time).To(BeTemporally("==", rotatedAt.Add(90 * 24 * time.Hour)))
+	g.Expect(cred.Status.PreviousKeyExpiresAt.Time).To(BeTemporally("==", rotatedAt.Add(10*time.Minute)))
+	g.Expect(cred.Status.NextRotationTime.Time).To(BeTemporally("==", rotatedAt.Add(90*24*time.Hour)))
 
 	// During the grace period both hashes are present, with the right expiry.
 	rec := hashRecord(t, cred)
@@ -200,7 +200,7 @@ func TestScheduledRotationAtCustomPeriod(t *testing.T) {
 	create(t, cred)
 	cred = waitReady(t, cred)
 	issued := cred.Status.LastRotationTime.Time
-	g.Expect(cred.Status.NextRotationTime.Time).To(BeTemporally("==", issued.Add(2 * time.Hour)))
+	g.Expect(cred.Status.NextRotationTime.Time).To(BeTemporally("==", issued.Add(2*time.Hour)))
 	oldKey := string(agentSecret(t, ns, "hourly").Data[controllers.AgentSecretAPIKey])
 
 	fakeClock.SetTime(issued.Add(2 * time.Hour))
@@ -210,7 +210,7 @@ func TestScheduledRotationAtCustomPeriod(t *testing.T) {
 	rec := hashRecord(t, cred)
 	g.Expect(rec.Previous).To(BeNil())
 	g.Expect(rec.Accepts(credential.DigestOf(oldKey), fakeClock.Now())).To(BeFalse())
-	g.Expect(cred.Status.NextRotationTime.Time).To(BeTemporally("==", fakeClock.Now().Truncate(time.Second).Add(2 * time.Hour)))
+	g.Expect(cred.Status.NextRotationTime.Time).To(BeTemporally("==", fakeClock.Now().Truncate(time.Second).Add(2*time.Hour)))
 
 	// Shortening the period makes an old key due at once.
 	c := get(t, cred)
@@ -303,7 +303,7 @@ func TestCorruptedAgentSecretIsReissued(t *testing.T) {
 	cred = waitReady(t, cred)
 	s := agentSecret(t, ns, "corrupt")
 	oldKey := string(s.Data[controllers.AgentSecretAPIKey])
-	s.Data[controllers.AgentSecretAPIKey] = []byte(oldKey[:len(oldKey)-1] + "x")
+	s.Data[controllers.AgentSecretAPIKey] = []byte(oldKey[:len(oldKey)-1]) // one character lost
 	g.Expect(k8s.Update(ctx, s)).To(Succeed())
 
 	cred = waitKeyChange(t, cred, cred.Status.KeyID)

@@ -29,6 +29,7 @@ func ClaimOf(cred *authv1alpha1.AgentCredential) tenancy.Claim {
 		Created:   cred.CreationTimestamp.Time,
 		AgentIDs:  cred.AgentIDs(),
 		Deleting:  !cred.DeletionTimestamp.IsZero(),
+		Issued:    cred.Status.KeyID != "",
 	}
 }
 

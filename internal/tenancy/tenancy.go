@@ -19,6 +19,10 @@ type Claim struct {
 	AgentIDs []string
 	// Deleting claims (deletionTimestamp set) no longer hold agent IDs.
 	Deleting bool
+	// Issued claims hold a key already. Creation times have one-second
+	// resolution; within the same second a credential that already has a
+	// key keeps it rather than losing it to a newcomer.
+	Issued bool
 }
 
 // Conflict is an agent ID that another namespace owns.
@@ -33,6 +37,9 @@ type Conflict struct {
 func older(a, b Claim) bool {
 	if !a.Created.Equal(b.Created) {
 		return a.Created.Before(b.Created)
+	}
+	if a.Issued != b.Issued {
+		return a.Issued
 	}
 	if a.Namespace != b.Namespace {
 		return a.Namespace < b.Namespace

@@ -28,6 +28,7 @@ func TestConflicts(t *testing.T) {
 		{"same second, we win", claim("team-a", "m", 0, a), []Claim{claim("team-b", "x", 0, a)}, nil},
 		{"case-insensitive", claim("team-b", "m", time.Hour, "AAAAAAAA-0000-4000-8000-000000000000"), []Claim{claim("team-a", "x", 0, a)}, []Conflict{{a, "team-a/x"}}},
 		{"several, sorted", me, []Claim{claim("team-c", "y", 0, b), claim("team-a", "x", 0, a)}, []Conflict{{a, "team-a/x"}, {b, "team-c/y"}}},
+		{"same second, the issued one keeps it", claim("team-a", "m", 0, a), []Claim{{Namespace: "team-b", Name: "x", Created: t0, AgentIDs: []string{a}, Issued: true}}, []Conflict{{a, "team-b/x"}}},
 		{"unrelated agent", me, []Claim{claim("team-a", "x", 0, "cccccccc-0000-4000-8000-000000000000")}, nil},
 	}
 	for _, tt := range tests {

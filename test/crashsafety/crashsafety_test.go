@@ -1,0 +1,346 @@
+// Package crashsafety proves the controller's write ordering: a rotation is
+// interrupted at each of its API writes in turn (that write and every later
+// one fail, as when the process dies), and after every interruption the agent
+// Secret holds a key the hash Secret accepts, and the next reconciles converge.
+package crashsafety_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
+	clocktesting "k8s.io/utils/clock/testing"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
+	"github.com/agrenting/agentcred/controllers"
+	"github.com/agrenting/agentcred/internal/credential"
+	"github.com/agrenting/agentcred/internal/hashsecret"
+	"github.com/agrenting/agentcred/test/controlplane"
+)
+
+const operatorNamespace = "agentcred-system"
+
+var (
+	cached    client.Client // the manager's cache-backed client, as the controller uses it
+	apiReader client.Reader
+	direct    client.Client // reads the API server's truth for assertions
+	scheme    = controlplane.Scheme()
+	fakeClock = clocktesting.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	ctx       = context.Background()
+)
+
+func TestMain(m *testing.M) { os.Exit(run(m)) }
+
+func run(m *testing.M) int {
+	env, err := controlplane.Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer func() { _ = env.Stop() }()
+	// A manager with a cache and the agent-ID index but no controller: the
+	// test drives Reconcile itself so nothing else writes.
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+		Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
+		Cache: controllers.CacheOptions(),
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	mctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if err := mgr.GetFieldIndexer().IndexField(mctx, &authv1alpha1.AgentCredential{}, controllers.AgentIDIndex, controllers.IndexAgentIDs); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	go func() { _ = mgr.Start(mctx) }()
+	if !mgr.GetCache().WaitForCacheSync(mctx) {
+		fmt.Fprintln(os.Stderr, "cache did not sync")
+		return 1
+	}
+	// Informers start on first use; touch both kinds so they sync now.
+	_ = mgr.GetClient().List(mctx, &corev1.SecretList{})
+	_ = mgr.GetClient().List(mctx, &authv1alpha1.AgentCredentialList{})
+	cached, apiReader = mgr.GetClient(), mgr.GetAPIReader()
+	if direct, err = client.New(env.Config, client.Options{Scheme: scheme}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := direct.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: operatorNamespace}}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
+}
+
+var errCrash = errors.New("injected crash: the process died before this write")
+
+// crashingClient lets writes through until the failFrom-th, then fails that
+// one and all later ones, like a process that died at that point.
+type crashingClient struct {
+	client.Client
+	failFrom int64 // 0: never fail
+	writes   atomic.Int64
+}
+
+func (c *crashingClient) write() error {
+	n := c.writes.Add(1)
+	if c.failFrom > 0 && n >= c.failFrom {
+		return errCrash
+	}
+	return nil
+}
+
+func (c *crashingClient) Create(ctx context.Context, obj client.Object, opts ...client.CreateOption) error {
+	if err := c.write(); err != nil {
+		return err
+	}
+	return c.Client.Create(ctx, obj, opts...)
+}
+
+func (c *crashingClient) Update(ctx context.Context, obj client.Object, opts ...client.UpdateOption) error {
+	if err := c.write(); err != nil {
+		return err
+	}
+	return c.Client.Update(ctx, obj, opts...)
+}
+
+func (c *crashingClient) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+	if err := c.write(); err != nil {
+		return err
+	}
+	return c.Client.Patch(ctx, obj, patch, opts...)
+}
+
+func (c *crashingClient) Delete(ctx context.Context, obj client.Object, opts ...client.DeleteOption) error {
+	if err := c.write(); err != nil {
+		return err
+	}
+	return c.Client.Delete(ctx, obj, opts...)
+}
+
+func (c *crashingClient) Status() client.SubResourceWriter {
+	return &crashingStatus{SubResourceWriter: c.Client.Status(), c: c}
+}
+
+type crashingStatus struct {
+	client.SubResourceWriter
+	c *crashingClient
+}
+
+func (s *crashingStatus) Update(ctx context.Context, obj client.Object, opts ...client.SubResourceUpdateOption) error {
+	if err := s.c.write(); err != nil {
+		return err
+	}
+	return s.SubResourceWriter.Update(ctx, obj, opts...)
+}
+
+func (s *crashingStatus) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+	if err := s.c.write(); err != nil {
+		return err
+	}
+	return s.SubResourceWriter.Patch(ctx, obj, patch, opts...)
+}
+
+func reconciler(c client.Client) *controllers.AgentCredentialReconciler {
+	return &controllers.AgentCredentialReconciler{
+		Client: c, APIReader: apiReader, Scheme: scheme, Clock: fakeClock,
+		Recorder: events.NewFakeRecorder(1000), OperatorNamespace: operatorNamespace,
+		Metrics: controllers.NewMetrics(cached),
+	}
+}
+
+// converge reconciles with a healthy client until a reconcile succeeds and
+// writes nothing.
+func converge(t *testing.T, cred *authv1alpha1.AgentCredential) {
+	t.Helper()
+	req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(cred)}
+	NewWithT(t).Eventually(func() error {
+		c := &crashingClient{Client: cached}
+		if _, err := reconciler(c).Reconcile(ctx, req); err != nil {
+			return err
+		}
+		if n := c.writes.Load(); n > 0 {
+			return fmt.Errorf("reconcile still wrote %d times", n)
+		}
+		return nil
+	}).WithTimeout(20 * time.Second).WithPolling(20 * time.Millisecond).Should(Succeed())
+}
+
+// state is what the API server holds for a credential.
+type state struct {
+	agentKey string // "" when the agent Secret or its key is missing
+	record   *hashsecret.Record
+	status   authv1alpha1.AgentCredentialStatus
+}
+
+func read(t *testing.T, cred *authv1alpha1.AgentCredential) state {
+	t.Helper()
+	var st state
+	s := &corev1.Secret{}
+	err := direct.Get(ctx, client.ObjectKey{Namespace: cred.Namespace, Name: cred.SecretName()}, s)
+	if err == nil {
+		st.agentKey = string(s.Data[controllers.AgentSecretAPIKey])
+	} else if !apierrors.IsNotFound(err) {
+		t.Fatal(err)
+	}
+	h := &corev1.Secret{}
+	err = direct.Get(ctx, client.ObjectKey{Namespace: operatorNamespace, Name: hashsecret.Name(cred.Namespace, cred.Name)}, h)
+	if err == nil {
+		rec, perr := hashsecret.Parse(h.Data)
+		if perr != nil {
+			t.Fatalf("the hash Secret is unreadable after an interruption: %v", perr)
+		}
+		st.record = rec
+	} else if !apierrors.IsNotFound(err) {
+		t.Fatal(err)
+	}
+	c := &authv1alpha1.AgentCredential{}
+	if err := direct.Get(ctx, client.ObjectKeyFromObject(cred), c); err != nil {
+		t.Fatal(err)
+	}
+	st.status = c.Status
+	return st
+}
+
+// assertInvariant: whatever the agent Secret holds, if it holds a key, the
+// hash Secret accepts it.
+// The value the test itself put there (a corrupted key) is exempt: the
+// invariant is about what the controller writes.
+func assertInvariant(t *testing.T, st state, where string) {
+	t.Helper()
+	if st.agentKey == "" || st.agentKey == corrupted {
+		return
+	}
+	if _, err := credential.Parse(st.agentKey); err != nil {
+		t.Fatalf("%s: the agent Secret holds a malformed key", where)
+	}
+	if st.record == nil || !st.record.Accepts(credential.DigestOf(st.agentKey), fakeClock.Now()) {
+		t.Fatalf("%s: the agent Secret holds key %s that the hash Secret does not accept", where, credential.KeyID(st.agentKey))
+	}
+}
+
+var nameCounter atomic.Int64
+
+const corrupted = "ak_garbage"
+
+func TestEveryInterruptionOfARotationConverges(t *testing.T) {
+	scenarios := []struct {
+		name string
+		// prepare makes a rotation due on a converged credential and
+		// returns a check that the cache has seen it.
+		prepare func(t *testing.T, cred *authv1alpha1.AgentCredential) func(Gomega)
+		// revokesOld: whether the key before the rotation must stop working.
+		revokesOld bool
+		fresh      bool
+	}{
+		{name: "first issue", fresh: true},
+		{name: "scheduled rotation", prepare: func(t *testing.T, cred *authv1alpha1.AgentCredential) func(Gomega) {
+			fakeClock.Step(91 * 24 * time.Hour)
+			return func(Gomega) {}
+		}},
+		{name: "requested rotation", revokesOld: true, prepare: func(t *testing.T, cred *authv1alpha1.AgentCredential) func(Gomega) {
+			value := fmt.Sprintf("request-%d", nameCounter.Add(1))
+			patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, authv1alpha1.RotateAnnotation, value)
+			if err := direct.Patch(ctx, cred, client.RawPatch("application/merge-patch+json", []byte(patch))); err != nil {
+				t.Fatal(err)
+			}
+			return func(g Gomega) {
+				c := &authv1alpha1.AgentCredential{}
+				g.Expect(cached.Get(ctx, client.ObjectKeyFromObject(cred), c)).To(Succeed())
+				g.Expect(c.Annotations[authv1alpha1.RotateAnnotation]).To(Equal(value))
+			}
+		}},
+		{name: "reissue after the agent Secret was corrupted", revokesOld: true, prepare: func(t *testing.T, cred *authv1alpha1.AgentCredential) func(Gomega) {
+			s := &corev1.Secret{}
+			if err := direct.Get(ctx, client.ObjectKey{Namespace: cred.Namespace, Name: cred.SecretName()}, s); err != nil {
+				t.Fatal(err)
+			}
+			s.Data[controllers.AgentSecretAPIKey] = []byte(corrupted)
+			if err := direct.Update(ctx, s); err != nil {
+				t.Fatal(err)
+			}
+			return func(g Gomega) {
+				c := &corev1.Secret{}
+				g.Expect(cached.Get(ctx, client.ObjectKeyFromObject(s), c)).To(Succeed())
+				g.Expect(string(c.Data[controllers.AgentSecretAPIKey])).To(Equal(corrupted))
+			}
+		}},
+	}
+	for _, sc := range scenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			interrupted := 0
+			for failFrom := int64(1); failFrom < 20; failFrom++ {
+				ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "crash-"}}
+				g.Expect(direct.Create(ctx, ns)).To(Succeed())
+				cred := &authv1alpha1.AgentCredential{
+					// The finalizer is there from the start so that the
+					// interrupted reconcile's first write is key work.
+					ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "agent", Finalizers: []string{authv1alpha1.CleanupFinalizer}},
+					Spec:       authv1alpha1.AgentCredentialSpec{AgentID: fmt.Sprintf("6f1c2b1e-0000-4000-8000-%012d", nameCounter.Add(1))},
+				}
+				g.Expect(direct.Create(ctx, cred)).To(Succeed())
+				g.Eventually(func() error {
+					return cached.Get(ctx, client.ObjectKeyFromObject(cred), &authv1alpha1.AgentCredential{})
+				}).Should(Succeed())
+				req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(cred)}
+				var before state
+				if !sc.fresh {
+					converge(t, cred)
+					before = read(t, cred)
+					seen := sc.prepare(t, cred)
+					g.Eventually(seen).WithTimeout(10 * time.Second).Should(Succeed())
+				}
+
+				crashing := &crashingClient{Client: cached, failFrom: failFrom}
+				_, err := reconciler(crashing).Reconcile(ctx, req)
+				after := read(t, cred)
+				assertInvariant(t, after, fmt.Sprintf("interrupted at write %d", failFrom))
+				if !sc.fresh && before.agentKey != "" && after.agentKey == "" {
+					t.Fatalf("interrupted at write %d: the agent Secret lost its key", failFrom)
+				}
+				if err == nil || !errors.Is(err, errCrash) {
+					// The rotation needed fewer writes than failFrom: every write point is covered.
+					g.Expect(err).NotTo(HaveOccurred())
+					break
+				}
+				interrupted++
+
+				converge(t, cred)
+				final := read(t, cred)
+				assertInvariant(t, final, "after convergence")
+				g.Expect(final.agentKey).NotTo(BeEmpty())
+				g.Expect(final.record.Pending).To(BeNil(), "a staged key was left behind")
+				g.Expect(final.record.Current.Digest.Equal(credential.DigestOf(final.agentKey))).To(BeTrue())
+				g.Expect(final.status.KeyID).To(Equal(credential.KeyID(final.agentKey)))
+				if !sc.fresh {
+					g.Expect(final.agentKey).NotTo(Equal(before.agentKey), "the rotation did not happen")
+					g.Expect(final.status.RotationCount).To(Equal(before.status.RotationCount+1), "rotated more or less than once")
+					oldAccepted := final.record.Accepts(credential.DigestOf(before.agentKey), fakeClock.Now())
+					if sc.revokesOld {
+						g.Expect(oldAccepted).To(BeFalse(), "the old key survived a revoking rotation")
+					} else {
+						g.Expect(oldAccepted).To(BeTrue(), "the old key lost its grace period")
+					}
+				}
+			}
+			// Staging, the agent Secret write and the promotion are at least three writes.
+			g.Expect(interrupted).To(BeNumerically(">=", 3), "too few write points were interrupted")
+			t.Logf("interrupted at %d write points", interrupted)
+		})
+	}
+}

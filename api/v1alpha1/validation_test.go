@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
 	"github.com/agrenting/agentcred/test/controlplane"
@@ -222,5 +224,36 @@ func TestUserTokenUserIsImmutable(t *testing.T) {
 	c.Spec.Agents = []string{agentA, agentB}
 	if err := k8s.Update(ctx, c); err != nil {
 		t.Fatalf("adding an agent was refused: %v", err)
+	}
+}
+
+// TestSamplesAreAccepted applies every sample in config/samples.
+func TestSamplesAreAccepted(t *testing.T) {
+	dir := filepath.Join(controlplane.RepoRoot(), "config", "samples")
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), "auth_") {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := &authv1alpha1.AgentCredential{}
+		if err := yaml.UnmarshalStrict(raw, c); err != nil {
+			t.Fatalf("%s: %v", e.Name(), err)
+		}
+		c.Namespace = ns
+		if err := k8s.Create(context.Background(), c); err != nil {
+			t.Errorf("%s was rejected: %v", e.Name(), err)
+		}
+		n++
+	}
+	if n != 2 {
+		t.Fatalf("found %d samples, want 2", n)
 	}
 }

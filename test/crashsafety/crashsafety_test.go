@@ -344,3 +344,35 @@ func TestEveryInterruptionOfARotationConverges(t *testing.T) {
 		})
 	}
 }
+
+// TestRequeueAfterFollowsTheSchedule checks what Reconcile asks for: come
+// back at the next rotation, or at the end of a grace period if sooner.
+func TestRequeueAfterFollowsTheSchedule(t *testing.T) {
+	g := NewWithT(t)
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "requeue-"}}
+	g.Expect(direct.Create(ctx, ns)).To(Succeed())
+	cred := &authv1alpha1.AgentCredential{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "agent"},
+		Spec: authv1alpha1.AgentCredentialSpec{
+			AgentID:  fmt.Sprintf("6f1c2b1e-0000-4000-8000-%012d", nameCounter.Add(1)),
+			Rotation: authv1alpha1.RotationSpec{Period: &metav1.Duration{Duration: 48 * time.Hour}},
+		},
+	}
+	g.Expect(direct.Create(ctx, cred)).To(Succeed())
+	g.Eventually(func() error { return cached.Get(ctx, client.ObjectKeyFromObject(cred), &authv1alpha1.AgentCredential{}) }).Should(Succeed())
+	converge(t, cred)
+	req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(cred)}
+	next := read(t, cred).status.NextRotationTime.Time
+
+	fakeClock.SetTime(next.Add(-time.Hour))
+	res, err := reconciler(cached).Reconcile(ctx, req)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(res.RequeueAfter).To(Equal(time.Hour))
+
+	// Due: rotate; then the grace period (default 10m) ends first.
+	fakeClock.SetTime(next)
+	converge(t, cred)
+	res, err = reconciler(cached).Reconcile(ctx, req)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(res.RequeueAfter).To(Equal(10 * time.Minute))
+}

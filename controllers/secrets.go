@@ -33,8 +33,8 @@ const (
 
 // Values of the auth.agrenting.io/secret-role label.
 const (
-	RoleAgentKey = "agent-key"
-	RoleKeyHash  = "key-hash"
+	RoleAgentKey = authv1alpha1.SecretRoleAgentKey
+	RoleKeyHash  = authv1alpha1.SecretRoleKeyHash
 )
 
 // agentSecret is what the controller found at spec.secretName.

@@ -31,6 +31,12 @@ const (
 	// SecretRoleLabel tells the agent Secret, the hash Secret and the session
 	// signing-key Secret apart, so each reader can watch only its own kind.
 	SecretRoleLabel = "auth.agrenting.io/secret-role"
+	// SecretRoleAgentKey marks agent Secrets (they hold keys).
+	SecretRoleAgentKey = "agent-key"
+	// SecretRoleKeyHash marks hash Secrets in the operator namespace.
+	SecretRoleKeyHash = "key-hash"
+	// SecretRoleSessionKeys marks the session signing-key Secret in the operator namespace.
+	SecretRoleSessionKeys = "session-keys"
 	// RotateAnnotation requests an immediate rotation when its value changes.
 	RotateAnnotation = "auth.agrenting.io/rotate"
 	// CleanupFinalizer removes the hash Secret in the operator namespace.

@@ -1,4 +1,5 @@
-// Command manager runs agentcred: the AgentCredential controller in one
+// Command manager runs agentcred: the AgentCredential controller and the
+// auth endpoint, together (the default) or the auth endpoint alone, in one
 // process managed by controller-runtime.
 package main
 
@@ -7,12 +8,16 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
+	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -21,6 +26,7 @@ import (
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
 	"github.com/agrenting/agentcred/controllers"
+	"github.com/agrenting/agentcred/internal/authserver"
 )
 
 // DefaultOperatorNamespace holds the hash Secrets unless --operator-namespace
@@ -33,8 +39,24 @@ type options struct {
 	leaderElect             bool
 	operatorNamespace       string
 	maxConcurrentReconciles int
-	zap                     zap.Options
+
+	enableController   bool
+	enableAuthEndpoint bool
+
+	authAddr           string
+	authTLSCertFile    string
+	authTLSKeyFile     string
+	sessionTTL         time.Duration
+	sessionKeyRotation time.Duration
+	trustedProxies     string
+	failureRate        float64
+	failureBurst       int
+
+	zap zap.Options
 }
+
+// maxSessionTTL bounds --session-ttl; spec.sessionTTL has the same bound.
+const maxSessionTTL = 24 * time.Hour
 
 func parseFlags(args []string) (*options, error) {
 	o := &options{}
@@ -44,6 +66,16 @@ func parseFlags(args []string) (*options, error) {
 	fs.BoolVar(&o.leaderElect, "leader-elect", false, "Elect a leader so that only one replica runs the controller.")
 	fs.StringVar(&o.operatorNamespace, "operator-namespace", "", "Namespace of the hash Secrets (default: $POD_NAMESPACE, else "+DefaultOperatorNamespace+").")
 	fs.IntVar(&o.maxConcurrentReconciles, "max-concurrent-reconciles", 4, "How many AgentCredentials reconcile at once.")
+	fs.BoolVar(&o.enableController, "enable-controller", true, "Run the AgentCredential controller (and the session signing-key rotator). Off: the auth endpoint alone, needing only read access to Secrets in the operator namespace.")
+	fs.BoolVar(&o.enableAuthEndpoint, "enable-auth-endpoint", true, "Serve the auth endpoint.")
+	fs.StringVar(&o.authAddr, "auth-bind-address", ":8082", "Address of the auth endpoint.")
+	fs.StringVar(&o.authTLSCertFile, "auth-tls-cert-file", "", "Serve the auth endpoint over TLS with this certificate (and --auth-tls-key-file).")
+	fs.StringVar(&o.authTLSKeyFile, "auth-tls-key-file", "", "Private key for --auth-tls-cert-file.")
+	fs.DurationVar(&o.sessionTTL, "session-ttl", time.Hour, "Lifetime of session tokens (at most 24h); spec.sessionTTL caps it per credential.")
+	fs.DurationVar(&o.sessionKeyRotation, "session-key-rotation", 24*time.Hour, "How often a new session signing key takes over.")
+	fs.StringVar(&o.trustedProxies, "trusted-proxies", "", "Comma-separated CIDRs whose X-Forwarded-For is believed when throttling failed attempts.")
+	fs.Float64Var(&o.failureRate, "auth-failure-rate", 1, "Failed attempts per second a client address may make once its burst is spent; 0 disables throttling.")
+	fs.IntVar(&o.failureBurst, "auth-failure-burst", 20, "Failed attempts a client address may make at once.")
 	o.zap.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -56,6 +88,21 @@ func parseFlags(args []string) (*options, error) {
 	}
 	if o.maxConcurrentReconciles < 1 {
 		return nil, errors.New("--max-concurrent-reconciles must be at least 1")
+	}
+	if o.sessionTTL < time.Minute || o.sessionTTL > maxSessionTTL {
+		return nil, fmt.Errorf("--session-ttl must be between 1m and %s", maxSessionTTL)
+	}
+	if o.sessionKeyRotation < time.Hour {
+		return nil, errors.New("--session-key-rotation must be at least 1h")
+	}
+	if (o.authTLSCertFile == "") != (o.authTLSKeyFile == "") {
+		return nil, errors.New("--auth-tls-cert-file and --auth-tls-key-file go together")
+	}
+	if _, err := authserver.ParseTrustedProxies(o.trustedProxies); err != nil {
+		return nil, fmt.Errorf("--trusted-proxies: %w", err)
+	}
+	if !o.enableController && !o.enableAuthEndpoint {
+		return nil, errors.New("nothing to run: enable the controller, the auth endpoint or both")
 	}
 	return o, nil
 }
@@ -74,6 +121,11 @@ func utilruntimeMust(err error) {
 }
 
 func newManager(o *options) (manager.Manager, error) {
+	cacheOptions := controllers.CacheOptions()
+	if !o.enableController {
+		// Auth endpoint alone: it reads only the operator namespace.
+		cacheOptions.DefaultNamespaces = map[string]cache.Config{o.operatorNamespace: {}}
+	}
 	return ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Scheme:                  newScheme(),
 		Metrics:                 metricsserver.Options{BindAddress: o.metricsAddr},
@@ -81,7 +133,7 @@ func newManager(o *options) (manager.Manager, error) {
 		LeaderElection:          o.leaderElect,
 		LeaderElectionID:        "agentcred.auth.agrenting.io",
 		LeaderElectionNamespace: o.operatorNamespace,
-		Cache:                   controllers.CacheOptions(),
+		Cache:                   cacheOptions,
 	})
 }
 
@@ -99,14 +151,57 @@ func setupController(ctx context.Context, mgr manager.Manager, o *options) error
 		OperatorNamespace: o.operatorNamespace,
 		Metrics:           metrics,
 	}
-	return r.SetupWithManager(ctx, mgr, controllers.SetupOptions{MaxConcurrentReconciles: o.maxConcurrentReconciles})
+	if err := r.SetupWithManager(ctx, mgr, controllers.SetupOptions{MaxConcurrentReconciles: o.maxConcurrentReconciles}); err != nil {
+		return err
+	}
+	return mgr.Add(&controllers.SessionKeyRotator{
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Namespace: o.operatorNamespace,
+		Clock: clock.RealClock{}, Every: o.sessionKeyRotation, MaxTTL: maxSessionTTL,
+		Log: ctrl.Log.WithName("session-keys"),
+	})
+}
+
+// setupAuthEndpoint adds the auth endpoint and the informer that feeds its
+// index; both run on every replica, leader or not.
+func setupAuthEndpoint(mgr manager.Manager, o *options) error {
+	proxies, err := authserver.ParseTrustedProxies(o.trustedProxies)
+	if err != nil {
+		return err
+	}
+	index := authserver.NewIndex()
+	server, err := authserver.New(index, authserver.Options{
+		Addr: o.authAddr, TLSCertFile: o.authTLSCertFile, TLSKeyFile: o.authTLSKeyFile,
+		SessionTTL: o.sessionTTL, TrustedProxies: proxies,
+		FailureRate: o.failureRate, FailureBurst: o.failureBurst,
+		Clock: clock.RealClock{}, Log: ctrl.Log.WithName("auth"), Registerer: ctrlmetrics.Registry,
+	})
+	if err != nil {
+		return err
+	}
+	clientset, err := kubernetes.NewForConfig(mgr.GetConfig())
+	if err != nil {
+		return err
+	}
+	source := &authserver.Source{Client: clientset, Namespace: o.operatorNamespace, Index: index, Server: server, Log: ctrl.Log.WithName("auth-index")}
+	if err := mgr.Add(source); err != nil {
+		return err
+	}
+	if err := mgr.Add(server); err != nil {
+		return err
+	}
+	return mgr.AddReadyzCheck("auth-index", func(*http.Request) error {
+		if !index.Synced() {
+			return errors.New("the auth endpoint's hash index has not synced yet")
+		}
+		return nil
+	})
 }
 
 func setupProbes(mgr manager.Manager) error {
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err
 	}
-	return mgr.AddReadyzCheck("readyz", healthz.Ping)
+	return mgr.AddReadyzCheck("ping", healthz.Ping)
 }
 
 func run(args []string) error {
@@ -120,13 +215,21 @@ func run(args []string) error {
 	if err != nil {
 		return fmt.Errorf("creating the manager: %w", err)
 	}
-	if err := setupController(ctx, mgr, o); err != nil {
-		return fmt.Errorf("setting up the controller: %w", err)
+	if o.enableController {
+		if err := setupController(ctx, mgr, o); err != nil {
+			return fmt.Errorf("setting up the controller: %w", err)
+		}
+	}
+	if o.enableAuthEndpoint {
+		if err := setupAuthEndpoint(mgr, o); err != nil {
+			return fmt.Errorf("setting up the auth endpoint: %w", err)
+		}
 	}
 	if err := setupProbes(mgr); err != nil {
 		return fmt.Errorf("setting up probes: %w", err)
 	}
-	ctrl.Log.Info("Starting manager", "operatorNamespace", o.operatorNamespace)
+	ctrl.Log.Info("Starting manager", "operatorNamespace", o.operatorNamespace,
+		"controller", o.enableController, "authEndpoint", o.enableAuthEndpoint)
 	return mgr.Start(ctx)
 }
 

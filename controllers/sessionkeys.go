@@ -1,0 +1,93 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
+	"github.com/agrenting/agentcred/internal/session"
+)
+
+// SessionKeyRotator keeps the session signing keys in the operator
+// namespace: it creates the keyring, adds a key every Every and drops keys
+// once no token they signed can still be valid. It runs on the leader only.
+type SessionKeyRotator struct {
+	Client    client.Client
+	APIReader client.Reader
+	Namespace string
+	Clock     clock.Clock
+	// Every is how often a new signing key takes over.
+	Every time.Duration
+	// MaxTTL is the longest a session can live.
+	MaxTTL time.Duration
+	Log    logr.Logger
+}
+
+// NeedLeaderElection is true: one writer.
+func (r *SessionKeyRotator) NeedLeaderElection() bool { return true }
+
+// Start rotates at once, then whenever the newest key is due, until ctx ends.
+func (r *SessionKeyRotator) Start(ctx context.Context) error {
+	for {
+		wait := r.Every / 4
+		if err := r.RotateOnce(ctx); err != nil {
+			r.Log.Error(err, "Failed to rotate session signing keys")
+			wait = 10 * time.Second
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-r.Clock.After(wait):
+		}
+	}
+}
+
+// RotateOnce brings the signing-key Secret up to date.
+func (r *SessionKeyRotator) RotateOnce(ctx context.Context) error {
+	s := &corev1.Secret{}
+	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: r.Namespace, Name: session.SecretName}, s)
+	exists := err == nil
+	if err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	var ring *session.Keyring
+	if exists {
+		if ring, err = session.ParseKeyring(s.Data); err != nil {
+			r.Log.Info("Replacing a damaged session keyring; existing sessions end", "problem", err.Error())
+		}
+	}
+	next, changed, err := session.Rotate(ring, r.Clock.Now(), r.Every, r.MaxTTL)
+	if err != nil || !changed {
+		return err
+	}
+	s.Namespace, s.Name = r.Namespace, session.SecretName
+	s.Labels = map[string]string{
+		authv1alpha1.ManagedByLabel:  authv1alpha1.ManagedByValue,
+		authv1alpha1.SecretRoleLabel: authv1alpha1.SecretRoleSessionKeys,
+	}
+	s.Type = corev1.SecretTypeOpaque
+	s.Data = next.Data()
+	if exists {
+		err = r.Client.Update(ctx, s)
+	} else {
+		s.ObjectMeta = metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Name, Labels: s.Labels}
+		err = r.Client.Create(ctx, s)
+	}
+	if err != nil {
+		return fmt.Errorf("writing session signing keys: %w", err)
+	}
+	ids := make([]string, 0, len(next.Keys))
+	for _, k := range next.Keys {
+		ids = append(ids, k.ID)
+	}
+	r.Log.Info("Rotated session signing keys", "keyIDs", ids)
+	return nil
+}

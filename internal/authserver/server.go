@@ -1,0 +1,285 @@
+package authserver
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/utils/clock"
+
+	"github.com/agrenting/agentcred/internal/credential"
+	"github.com/agrenting/agentcred/internal/session"
+)
+
+// Identity headers set on a successful /auth/verify.
+const (
+	HeaderAgentID    = "X-Auth-Agent-Id"
+	HeaderMethod     = "X-Auth-Method"
+	HeaderKeyID      = "X-Auth-Key-Id"
+	HeaderCredential = "X-Auth-Credential"
+	HeaderUser       = "X-Auth-User"
+)
+
+// Options configure the server.
+type Options struct {
+	// Addr to listen on, e.g. ":8082". Ignored when Listener is set.
+	Addr string
+	// Listener, if set, is used instead of listening on Addr (tests).
+	Listener net.Listener
+	// TLSCertFile and TLSKeyFile switch on TLS when both are set.
+	TLSCertFile, TLSKeyFile string
+	// SessionTTL is the lifetime of minted sessions, capped per credential by spec.sessionTTL.
+	SessionTTL time.Duration
+	// TrustedProxies may set X-Forwarded-For.
+	TrustedProxies []netip.Prefix
+	// FailureRate and FailureBurst configure throttling of failed attempts.
+	FailureRate  float64
+	FailureBurst int
+	Clock        clock.PassiveClock
+	Log          logr.Logger
+	// Registerer receives the server's metrics (nil: not registered).
+	Registerer prometheus.Registerer
+}
+
+// Server is the auth HTTP endpoint. It is a controller-runtime Runnable that
+// runs on every replica, leader or not.
+type Server struct {
+	opts     Options
+	index    *Index
+	keyring  atomic.Pointer[session.Keyring]
+	verifier *Verifier
+	limiter  *FailureLimiter
+	metrics  *serverMetrics
+	handler  http.Handler
+}
+
+// New returns a server answering from index.
+func New(index *Index, opts Options) (*Server, error) {
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
+	}
+	if opts.SessionTTL <= 0 {
+		opts.SessionTTL = time.Hour
+	}
+	s := &Server{opts: opts, index: index, limiter: NewFailureLimiter(opts.FailureRate, opts.FailureBurst)}
+	s.verifier = &Verifier{Index: index, Keyring: s.keyring.Load}
+	s.metrics = newServerMetrics()
+	if opts.Registerer != nil {
+		if err := s.metrics.register(opts.Registerer); err != nil {
+			return nil, fmt.Errorf("registering auth metrics: %w", err)
+		}
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/auth/verify", s.instrument("verify", s.handleVerify))
+	mux.HandleFunc("/auth/verify/", s.instrument("verify", s.handleVerify))
+	mux.HandleFunc("POST /auth/authenticate", s.instrument("authenticate", s.handleAuthenticate))
+	mux.HandleFunc("POST /tokenreview", s.instrument("tokenreview", s.handleTokenReview))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+	mux.HandleFunc("GET /readyz", s.handleReadyz)
+	s.handler = mux
+	return s, nil
+}
+
+// SetKeyring replaces the session signing keys.
+func (s *Server) SetKeyring(k *session.Keyring) { s.keyring.Store(k) }
+
+// Handler serves every endpoint.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// NeedLeaderElection is false: every replica serves.
+func (s *Server) NeedLeaderElection() bool { return false }
+
+// Start serves until ctx is done, then shuts down gracefully.
+func (s *Server) Start(ctx context.Context) error {
+	ln := s.opts.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", s.opts.Addr); err != nil {
+			return fmt.Errorf("auth endpoint: %w", err)
+		}
+	}
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    32 << 10,
+	}
+	if s.opts.TLSCertFile != "" && s.opts.TLSKeyFile != "" {
+		cert, err := tls.LoadX509KeyPair(s.opts.TLSCertFile, s.opts.TLSKeyFile)
+		if err != nil {
+			return fmt.Errorf("auth endpoint TLS: %w", err)
+		}
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	}
+	s.opts.Log.Info("Serving auth endpoint", "address", ln.Addr().String(), "tls", s.opts.TLSCertFile != "")
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(shutdownCtx); err != nil {
+			return err
+		}
+		if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	}
+}
+
+func (s *Server) handleReadyz(w http.ResponseWriter, _ *http.Request) {
+	if !s.index.Synced() {
+		http.Error(w, "hash index not synced", http.StatusServiceUnavailable)
+		return
+	}
+	_, _ = w.Write([]byte("ok"))
+}
+
+// outcome is what a handler reports for metrics.
+type outcome struct {
+	method Method
+	status int
+}
+
+func (s *Server) instrument(endpoint string, h func(http.ResponseWriter, *http.Request) outcome) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		o := h(w, r)
+		s.metrics.observe(endpoint, o, time.Since(start))
+	}
+}
+
+// authorize verifies r and applies throttling of failures.
+func (s *Server) authorize(w http.ResponseWriter, r *http.Request) (Identity, *Error) {
+	now := s.opts.Clock.Now()
+	id, verr := s.verifier.Verify(r.Header, now)
+	if verr == nil {
+		return id, nil
+	}
+	addr := ClientAddress(r, s.opts.TrustedProxies)
+	if ok, wait := s.limiter.Fail(addr, now); !ok {
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(wait)))
+		return Identity{}, ErrRateLimited
+	}
+	return Identity{}, verr
+}
+
+func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) outcome {
+	id, err := s.authorize(w, r)
+	if err != nil {
+		return s.writeError(w, err)
+	}
+	h := w.Header()
+	h[HeaderAgentID] = []string{id.AgentID}
+	h[HeaderMethod] = []string{string(id.Method)}
+	h[HeaderKeyID] = []string{id.KeyID}
+	h[HeaderCredential] = []string{id.Credential}
+	if id.User != "" {
+		h[HeaderUser] = []string{id.User}
+	}
+	w.WriteHeader(http.StatusOK)
+	return outcome{id.Method, http.StatusOK}
+}
+
+// tokenResponse is the body of a successful POST /auth/authenticate.
+type tokenResponse struct {
+	Token     string `json:"token"`
+	TokenType string `json:"token_type"`
+	ExpiresAt string `json:"expires_at"`
+	ExpiresIn int64  `json:"expires_in"`
+	AgentID   string `json:"agent_id"`
+}
+
+// ErrSessionsUnavailable: no signing key has been published yet.
+var ErrSessionsUnavailable = &Error{http.StatusServiceUnavailable, "sessions_unavailable", "no session signing key is available yet; retry shortly"}
+
+// ErrSessionFromSession: a session cannot mint another.
+var ErrSessionFromSession = &Error{http.StatusUnauthorized, "invalid_credentials", "authenticate with an API key or user token, not a session token"}
+
+func (s *Server) handleAuthenticate(w http.ResponseWriter, r *http.Request) outcome {
+	id, err := s.authorize(w, r)
+	if err != nil {
+		return s.writeError(w, err)
+	}
+	if id.Method == MethodSession {
+		return s.writeError(w, ErrSessionFromSession)
+	}
+	now := s.opts.Clock.Now()
+	key, ok := s.keyring.Load().SigningKey(now)
+	if !ok {
+		return s.writeError(w, ErrSessionsUnavailable)
+	}
+	ttl := s.opts.SessionTTL
+	if c := id.Entry.SessionTTL; c > 0 && c < ttl {
+		ttl = c
+	}
+	expires := now.Add(ttl).Truncate(time.Second)
+	if expires.After(key.ExpiresAt) {
+		expires = key.ExpiresAt // no session outlives the key that verifies it
+	}
+	token, mintErr := session.Mint(session.Claims{
+		AgentID: id.AgentID, KeyID: id.KeyID, Credential: id.Credential, IssuedAt: now, ExpiresAt: expires,
+	}, key)
+	if mintErr != nil {
+		s.opts.Log.Error(mintErr, "Failed to mint a session", "credential", id.Credential, "keyID", id.KeyID)
+		return s.writeError(w, &Error{http.StatusInternalServerError, "internal_error", "could not mint a session"})
+	}
+	s.opts.Log.V(1).Info("Minted session", "credential", id.Credential, "keyID", id.KeyID, "agentID", id.AgentID, "expiresAt", expires)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(tokenResponse{
+		Token: token, TokenType: "Bearer", ExpiresAt: expires.UTC().Format(time.RFC3339),
+		ExpiresIn: int64(expires.Sub(now).Round(time.Second).Seconds()), AgentID: id.AgentID,
+	})
+	return outcome{id.Method, http.StatusOK}
+}
+
+type errorBody struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+// writeError writes the JSON error of SPEC §6.
+func (s *Server) writeError(w http.ResponseWriter, e *Error) outcome {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	if e.Status == http.StatusUnauthorized {
+		h.Set("WWW-Authenticate", wwwAuthenticate(e))
+	}
+	w.WriteHeader(e.Status)
+	var body errorBody
+	body.Error.Code, body.Error.Message = e.Code, e.Message
+	_ = json.NewEncoder(w).Encode(body)
+	return outcome{MethodNone, e.Status}
+}
+
+func wwwAuthenticate(e *Error) string {
+	switch e.Code {
+	case "missing_credentials":
+		return `Bearer realm="agentcred"`
+	case "expired_session":
+		return `Bearer realm="agentcred", error="invalid_token", error_description="session expired"`
+	default:
+		return `Bearer realm="agentcred", error="invalid_token"`
+	}
+}
+
+// KeyIDOf is exported for logs elsewhere: the keyID of a presented key.
+func KeyIDOf(key string) string { return credential.KeyID(key) }

@@ -1,0 +1,313 @@
+package authserver
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/funcr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	authnv1 "k8s.io/api/authentication/v1"
+	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/agrenting/agentcred/internal/session"
+)
+
+type testServer struct {
+	*fixture
+	url   string
+	clock *clocktesting.FakeClock
+	reg   *prometheus.Registry
+	logs  *bytes.Buffer
+	srv   *Server
+}
+
+func startServer(t *testing.T, mutate ...func(*Options)) *testServer {
+	t.Helper()
+	f := newFixture(t)
+	ts := &testServer{fixture: f, clock: clocktesting.NewFakeClock(now), reg: prometheus.NewRegistry(), logs: &bytes.Buffer{}}
+	opts := Options{
+		SessionTTL: time.Hour, FailureRate: 1, FailureBurst: 3, Clock: ts.clock, Registerer: ts.reg,
+		Log: funcr.New(func(prefix, args string) { ts.logs.WriteString(prefix + args + "\n") }, funcr.Options{Verbosity: 2}),
+	}
+	for _, m := range mutate {
+		m(&opts)
+	}
+	srv, err := New(f.verifier.Index, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.SetKeyring(&session.Keyring{Keys: []session.Key{signing}})
+	ts.srv = srv
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	ts.url = hs.URL
+	return ts
+}
+
+func (ts *testServer) do(t *testing.T, method, path string, h http.Header, body string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, ts.url+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range h {
+		req.Header[k] = v
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+func errorCode(t *testing.T, body string) string {
+	t.Helper()
+	var e errorBody
+	if err := json.Unmarshal([]byte(body), &e); err != nil {
+		t.Fatalf("error body %q is not the documented JSON: %v", body, err)
+	}
+	return e.Error.Code
+}
+
+func TestVerifyEndpoint(t *testing.T) {
+	ts := startServer(t, func(o *Options) { o.FailureRate = 0 }) // throttling has its own test
+	tests := []struct {
+		name   string
+		method string
+		path   string
+		h      http.Header
+		status int
+		code   string
+	}{
+		{"GET with API key", "GET", "/auth/verify", hdr("X-API-Key", ts.apiKey), 200, ""},
+		{"POST with API key", "POST", "/auth/verify", hdr("X-API-Key", ts.apiKey), 200, ""},
+		{"sub-path for auth-url style callers", "GET", "/auth/verify/some/original/path", hdr("X-API-Key", ts.apiKey), 200, ""},
+		{"missing", "GET", "/auth/verify", hdr(), 401, "missing_credentials"},
+		{"conflict", "GET", "/auth/verify", hdr("X-API-Key", ts.apiKey, "Api-Key", ts.oldAPIKey), 400, "conflicting_credentials"},
+		{"agent required", "GET", "/auth/verify", hdr("Authorization", "Bearer "+ts.multiToken), 400, "agent_id_required"},
+		{"invalid agent id", "GET", "/auth/verify", hdr("Authorization", "Bearer "+ts.multiToken, "X-Agent-ID", "x"), 400, "invalid_agent_id"},
+		{"not permitted", "GET", "/auth/verify", hdr("Authorization", "Bearer "+ts.multiToken, "X-Agent-ID", agentC), 403, "agent_not_permitted"},
+		{"expired session", "GET", "/auth/verify", hdr("Authorization", "Bearer "+ts.expired), 401, "expired_session"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, body := ts.do(t, tt.method, tt.path, tt.h, "")
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status %d, want %d (%s)", resp.StatusCode, tt.status, body)
+			}
+			if tt.status == 200 {
+				if resp.Header.Get("X-Auth-Agent-ID") != agentA || resp.Header.Get("X-Auth-Method") != "api_key" ||
+					resp.Header.Get("X-Auth-Credential") != "team-a/billing" || len(resp.Header.Get("X-Auth-Key-ID")) != 12 {
+					t.Fatalf("identity headers wrong: %v", resp.Header)
+				}
+				return
+			}
+			if got := errorCode(t, body); got != tt.code {
+				t.Fatalf("code %q, want %q", got, tt.code)
+			}
+			if resp.Header.Get("Content-Type") != "application/json" {
+				t.Fatal("error is not JSON")
+			}
+			if tt.status == 401 && !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Bearer") {
+				t.Fatal("401 without WWW-Authenticate")
+			}
+		})
+	}
+	resp, _ := ts.do(t, "GET", "/auth/verify", hdr("Authorization", "Bearer "+ts.multiToken, "X-Agent-ID", agentB), "")
+	if resp.Header.Get("X-Auth-User") != "alice@example.com" || resp.Header.Get("X-Auth-Method") != "user_token" {
+		t.Fatalf("user token identity headers wrong: %v", resp.Header)
+	}
+	if n := testutil.ToFloat64(ts.srv.metrics.requests.WithLabelValues("verify", "api_key", "200")); n != 3 {
+		t.Fatalf("agentcred_auth_requests_total{verify,api_key,200} = %v, want 3", n)
+	}
+	if testutil.CollectAndCount(ts.reg, "agentcred_auth_request_duration_seconds") == 0 {
+		t.Fatal("no duration histogram")
+	}
+}
+
+func TestFailedAttemptsAreThrottledPerClient(t *testing.T) {
+	ts := startServer(t, func(o *Options) { o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")} })
+	attacker := hdr("X-API-Key", "ak_wrong", "X-Forwarded-For", "203.0.113.7")
+	for i := range 3 {
+		if resp, _ := ts.do(t, "GET", "/auth/verify", attacker, ""); resp.StatusCode != 401 {
+			t.Fatalf("attempt %d: status %d, want 401 within the burst", i, resp.StatusCode)
+		}
+	}
+	resp, body := ts.do(t, "GET", "/auth/verify", attacker, "")
+	if resp.StatusCode != 429 || errorCode(t, body) != "rate_limited" || resp.Header.Get("Retry-After") != "1" {
+		t.Fatalf("after the burst: %d %s Retry-After=%q", resp.StatusCode, body, resp.Header.Get("Retry-After"))
+	}
+	// A valid key from the same address is never throttled.
+	ok := hdr("X-API-Key", ts.apiKey, "X-Forwarded-For", "203.0.113.7")
+	if resp, _ := ts.do(t, "GET", "/auth/verify", ok, ""); resp.StatusCode != 200 {
+		t.Fatalf("a valid key was throttled: %d", resp.StatusCode)
+	}
+	// Another client behind the same proxy is unaffected.
+	if resp, _ := ts.do(t, "GET", "/auth/verify", hdr("X-API-Key", "ak_wrong", "X-Forwarded-For", "198.51.100.1"), ""); resp.StatusCode != 401 {
+		t.Fatalf("an innocent client was throttled: %d", resp.StatusCode)
+	}
+	// Time refills the bucket.
+	ts.clock.Step(time.Second)
+	if resp, _ := ts.do(t, "GET", "/auth/verify", attacker, ""); resp.StatusCode != 401 {
+		t.Fatalf("after a second: %d, want 401", resp.StatusCode)
+	}
+}
+
+func TestClientAddress(t *testing.T) {
+	trusted, err := ParseTrustedProxies("10.0.0.0/8, 192.168.1.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		remote, xff, want string
+	}{
+		{"203.0.113.9:1234", "", "203.0.113.9"},
+		{"203.0.113.9:1234", "1.2.3.4", "203.0.113.9"}, // untrusted peer: XFF ignored
+		{"10.1.2.3:80", "1.2.3.4", "1.2.3.4"},
+		{"10.1.2.3:80", "6.6.6.6, 1.2.3.4, 10.9.9.9", "1.2.3.4"}, // right-most untrusted
+		{"192.168.1.1:80", "garbage", "192.168.1.1"},
+		{"10.1.2.3:80", "", "10.1.2.3"},
+		{"[::ffff:10.1.2.3]:80", "5.6.7.8", "5.6.7.8"},
+	}
+	for _, tt := range tests {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.RemoteAddr = tt.remote
+		if tt.xff != "" {
+			r.Header.Set("X-Forwarded-For", tt.xff)
+		}
+		if got := ClientAddress(r, trusted); got.String() != tt.want {
+			t.Errorf("ClientAddress(%s, %q) = %s, want %s", tt.remote, tt.xff, got, tt.want)
+		}
+	}
+	if _, err := ParseTrustedProxies("10.0.0.0/33"); err == nil {
+		t.Error("bad CIDR accepted")
+	}
+}
+
+func TestAuthenticateMintsSessions(t *testing.T) {
+	ts := startServer(t, func(o *Options) { o.SessionTTL = 2 * time.Hour; o.FailureRate = 0 })
+	resp, body := ts.do(t, "POST", "/auth/authenticate", hdr("X-API-Key", ts.apiKey), "")
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d: %s", resp.StatusCode, body)
+	}
+	var tok tokenResponse
+	if err := json.Unmarshal([]byte(body), &tok); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(tok.Token, "as_") || tok.TokenType != "Bearer" || tok.AgentID != agentA || tok.ExpiresIn != 7200 {
+		t.Fatalf("token response %+v", tok)
+	}
+	if _, err := time.Parse(time.RFC3339, tok.ExpiresAt); err != nil {
+		t.Fatalf("expires_at %q: %v", tok.ExpiresAt, err)
+	}
+	resp, _ = ts.do(t, "GET", "/auth/verify", hdr("Authorization", "Bearer "+tok.Token), "")
+	if resp.StatusCode != 200 || resp.Header.Get("X-Auth-Method") != "session" || resp.Header.Get("X-Auth-Agent-ID") != agentA {
+		t.Fatalf("minted session did not verify: %d %v", resp.StatusCode, resp.Header)
+	}
+	ts.clock.Step(2 * time.Hour)
+	resp, body = ts.do(t, "GET", "/auth/verify", hdr("Authorization", "Bearer "+tok.Token), "")
+	if resp.StatusCode != 401 || errorCode(t, body) != "expired_session" {
+		t.Fatalf("after its TTL: %d %s", resp.StatusCode, body)
+	}
+
+	// Multi-agent tokens need X-Agent-ID to mint.
+	resp, body = ts.do(t, "POST", "/auth/authenticate", hdr("Authorization", "Bearer "+ts.multiToken), "")
+	if resp.StatusCode != 400 || errorCode(t, body) != "agent_id_required" {
+		t.Fatalf("multi-agent mint without X-Agent-ID: %d %s", resp.StatusCode, body)
+	}
+	resp, body = ts.do(t, "POST", "/auth/authenticate", hdr("Authorization", "Bearer "+ts.multiToken, "X-Agent-ID", agentB), "")
+	if resp.StatusCode != 200 || !strings.Contains(body, agentB) {
+		t.Fatalf("multi-agent mint: %d %s", resp.StatusCode, body)
+	}
+	// A session cannot mint another; GET is not allowed.
+	if resp, _ := ts.do(t, "GET", "/auth/authenticate", hdr("X-API-Key", ts.apiKey), ""); resp.StatusCode != 405 {
+		t.Fatalf("GET /auth/authenticate: %d", resp.StatusCode)
+	}
+	for _, secret := range []string{ts.apiKey, ts.multiToken, tok.Token} {
+		if strings.Contains(ts.logs.String(), secret) {
+			t.Fatal("the server logged a credential")
+		}
+	}
+}
+
+func TestAuthenticateCapsTTLPerCredential(t *testing.T) {
+	ts := startServer(t)
+	e, _ := ts.verifier.Index.ByCredential("team-a/billing")
+	capped := *e
+	capped.SessionTTL = 5 * time.Minute
+	ts.verifier.Index.Put(&capped)
+	_, body := ts.do(t, "POST", "/auth/authenticate", hdr("X-API-Key", ts.apiKey), "")
+	var tok tokenResponse
+	_ = json.Unmarshal([]byte(body), &tok)
+	if tok.ExpiresIn != 300 {
+		t.Fatalf("expires_in = %d, want 300 (spec.sessionTTL caps --session-ttl)", tok.ExpiresIn)
+	}
+}
+
+func TestAuthenticateWithoutSigningKeys(t *testing.T) {
+	ts := startServer(t)
+	ts.srv.SetKeyring(nil)
+	resp, body := ts.do(t, "POST", "/auth/authenticate", hdr("X-API-Key", ts.apiKey), "")
+	if resp.StatusCode != 503 || errorCode(t, body) != "sessions_unavailable" {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+}
+
+func TestTokenReview(t *testing.T) {
+	ts := startServer(t)
+	review := func(token string) authnv1.TokenReview {
+		body, _ := json.Marshal(authnv1.TokenReview{
+			TypeMeta: metaTypeTokenReview(), Spec: authnv1.TokenReviewSpec{Token: token, Audiences: []string{"api"}},
+		})
+		resp, out := ts.do(t, "POST", "/tokenreview", hdr("Content-Type", "application/json"), string(body))
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d: %s", resp.StatusCode, out)
+		}
+		var r authnv1.TokenReview
+		if err := json.Unmarshal([]byte(out), &r); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	r := review(ts.apiKey)
+	if !r.Status.Authenticated || r.Status.User.Username != "agentcred:agent:"+agentA || r.Status.User.UID != agentA ||
+		r.Status.User.Groups[1] != "agentcred:namespace:team-a" || r.Status.Audiences[0] != "api" {
+		t.Fatalf("API key review: %+v", r.Status)
+	}
+	r = review(ts.multiToken)
+	if !r.Status.Authenticated || r.Status.User.Username != "agentcred:user:alice@example.com" || len(r.Status.User.Extra[ExtraAgentIDs]) != 2 {
+		t.Fatalf("user token review: %+v", r.Status)
+	}
+	r = review("ak_nope")
+	if r.Status.Authenticated || r.Status.Error == "" {
+		t.Fatalf("bad token review: %+v", r.Status)
+	}
+	resp, body := ts.do(t, "POST", "/tokenreview", hdr(), "{not json")
+	if resp.StatusCode != 400 || errorCode(t, body) != "invalid_request" {
+		t.Fatalf("garbage review: %d %s", resp.StatusCode, body)
+	}
+}
+
+func TestReadyzFollowsTheIndex(t *testing.T) {
+	ts := startServer(t)
+	if resp, _ := ts.do(t, "GET", "/readyz", nil, ""); resp.StatusCode != 503 {
+		t.Fatalf("readyz before sync: %d", resp.StatusCode)
+	}
+	ts.verifier.Index.MarkSynced()
+	if resp, _ := ts.do(t, "GET", "/readyz", nil, ""); resp.StatusCode != 200 {
+		t.Fatalf("readyz after sync: %d", resp.StatusCode)
+	}
+	if resp, _ := ts.do(t, "GET", "/healthz", nil, ""); resp.StatusCode != 200 {
+		t.Fatalf("healthz: %d", resp.StatusCode)
+	}
+}

@@ -1,0 +1,117 @@
+package authserver
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	authnv1 "k8s.io/api/authentication/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/agrenting/agentcred/internal/credential"
+)
+
+// Names agentcred gives identities in Kubernetes TokenReviews.
+const (
+	// UsernamePrefixAgent + agent UUID is an agent's Kubernetes username.
+	UsernamePrefixAgent = "agentcred:agent:"
+	// UsernamePrefixUser + user is a user token's Kubernetes username.
+	UsernamePrefixUser = "agentcred:user:"
+	GroupAgents        = "agentcred:agents"
+	GroupUsers         = "agentcred:users"
+	// GroupNamespacePrefix + namespace: the namespace of the AgentCredential.
+	GroupNamespacePrefix = "agentcred:namespace:"
+	ExtraKeyID           = "auth.agrenting.io/key-id"
+	ExtraCredential      = "auth.agrenting.io/credential"
+	ExtraAgentIDs        = "auth.agrenting.io/agent-ids"
+	ExtraMethod          = "auth.agrenting.io/method"
+)
+
+const maxTokenReviewBody = 64 << 10
+
+// handleTokenReview implements Kubernetes webhook token authentication
+// (authentication.k8s.io/v1), so kube-apiserver can authenticate agents by
+// their keys. Failed reviews are not throttled: the caller is the API
+// server, which caches answers.
+func (s *Server) handleTokenReview(w http.ResponseWriter, r *http.Request) outcome {
+	var review authnv1.TokenReview
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxTokenReviewBody+1))
+	if err != nil || len(body) > maxTokenReviewBody || json.Unmarshal(body, &review) != nil ||
+		review.APIVersion != authnv1.SchemeGroupVersion.String() || review.Kind != "TokenReview" {
+		return s.writeError(w, &Error{http.StatusBadRequest, "invalid_request", "expected an authentication.k8s.io/v1 TokenReview"})
+	}
+	out := authnv1.TokenReview{
+		TypeMeta:   metav1.TypeMeta{APIVersion: authnv1.SchemeGroupVersion.String(), Kind: "TokenReview"},
+		ObjectMeta: metav1.ObjectMeta{UID: review.UID},
+	}
+	id, verr := s.verifier.VerifyToken(strings.TrimSpace(review.Spec.Token), s.opts.Clock.Now())
+	method := MethodNone
+	if verr != nil {
+		out.Status.Error = verr.Message
+	} else {
+		method = id.Method
+		out.Status.Authenticated = true
+		out.Status.User = userInfo(id)
+		out.Status.Audiences = review.Spec.Audiences
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(out)
+	return outcome{method, http.StatusOK}
+}
+
+func userInfo(id Identity) authnv1.UserInfo {
+	ns, _, _ := strings.Cut(id.Credential, "/")
+	extra := map[string]authnv1.ExtraValue{
+		ExtraKeyID:      {id.KeyID},
+		ExtraCredential: {id.Credential},
+		ExtraMethod:     {string(id.Method)},
+	}
+	if id.Method == MethodUserToken {
+		extra[ExtraAgentIDs] = append(authnv1.ExtraValue{}, id.Entry.AgentIDs...)
+		return authnv1.UserInfo{
+			Username: UsernamePrefixUser + id.User,
+			Groups:   []string{GroupUsers, GroupNamespacePrefix + ns},
+			Extra:    extra,
+		}
+	}
+	return authnv1.UserInfo{
+		Username: UsernamePrefixAgent + id.AgentID,
+		UID:      id.AgentID,
+		Groups:   []string{GroupAgents, GroupNamespacePrefix + ns},
+		Extra:    extra,
+	}
+}
+
+// VerifyToken verifies a bare bearer token, as a TokenReview carries it. A
+// user token for several agents authenticates as its user, with no agent.
+func (v *Verifier) VerifyToken(token string, now time.Time) (Identity, *Error) {
+	if token == "" {
+		return Identity{}, ErrMissingCredentials
+	}
+	kind := credential.KindOf(token)
+	switch kind {
+	case credential.APIKey:
+		return v.verifyKey(token, kind, "", now)
+	case credential.UserToken:
+		id, err := v.verifyKey(token, kind, "", now)
+		if err == ErrAgentIDRequired {
+			return v.verifyKeyAnyAgent(token, now)
+		}
+		return id, err
+	case credential.Session:
+		return v.verifySession(token, "", now)
+	default:
+		return Identity{}, ErrInvalidCredentials
+	}
+}
+
+func (v *Verifier) verifyKeyAnyAgent(token string, now time.Time) (Identity, *Error) {
+	digest := credential.DigestOf(token)
+	e, ok := v.Index.Lookup(digest, now)
+	if !ok {
+		return Identity{}, ErrInvalidCredentials
+	}
+	return Identity{Method: MethodUserToken, KeyID: digest.KeyID(), Credential: e.Credential, User: e.User, Entry: e}, nil
+}

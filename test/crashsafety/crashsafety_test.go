@@ -359,7 +359,9 @@ func TestRequeueAfterFollowsTheSchedule(t *testing.T) {
 		},
 	}
 	g.Expect(direct.Create(ctx, cred)).To(Succeed())
-	g.Eventually(func() error { return cached.Get(ctx, client.ObjectKeyFromObject(cred), &authv1alpha1.AgentCredential{}) }).Should(Succeed())
+	g.Eventually(func() error {
+		return cached.Get(ctx, client.ObjectKeyFromObject(cred), &authv1alpha1.AgentCredential{})
+	}).Should(Succeed())
 	converge(t, cred)
 	req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(cred)}
 	next := read(t, cred).status.NextRotationTime.Time

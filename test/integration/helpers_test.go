@@ -1,0 +1,102 @@
+package integration
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	"go.uber.org/zap/zapcore"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
+)
+
+const (
+	timeout  = 15 * time.Second
+	interval = 20 * time.Millisecond
+)
+
+func zapLevelWarn() zapcore.Level { return zapcore.WarnLevel }
+
+var counter atomic.Int64
+
+func newAgentID() string { return fmt.Sprintf("aaaaaaaa-1111-4000-8000-%012d", counter.Add(1)) }
+
+func newNamespace(t *testing.T) string {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "it-"}}
+	if err := k8s.Create(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	return ns.Name
+}
+
+func waitReady(t *testing.T, cred *authv1alpha1.AgentCredential) *authv1alpha1.AgentCredential {
+	t.Helper()
+	out := &authv1alpha1.AgentCredential{}
+	NewWithT(t).Eventually(func(g Gomega) {
+		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(cred), out)).To(Succeed())
+		g.Expect(meta.IsStatusConditionTrue(out.Status.Conditions, authv1alpha1.ReadyCondition)).To(BeTrue())
+		g.Expect(out.Status.ObservedGeneration).To(Equal(out.Generation))
+	}).WithTimeout(timeout).WithPolling(interval).Should(Succeed())
+	return out
+}
+
+func secretValue(t *testing.T, ns, name, key string) string {
+	t.Helper()
+	s := &corev1.Secret{}
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, s); err != nil {
+		t.Fatal(err)
+	}
+	return string(s.Data[key])
+}
+
+type response struct {
+	status int
+	header http.Header
+	body   string
+}
+
+func call(t *testing.T, method, path string, headers ...string) response {
+	t.Helper()
+	req, err := http.NewRequest(method, authURL+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < len(headers); i += 2 {
+		req.Header.Add(headers[i], headers[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return response{resp.StatusCode, resp.Header, string(b)}
+}
+
+// eventuallyStatus polls until the call answers want.
+func eventuallyStatus(t *testing.T, want int, method, path string, headers ...string) response {
+	t.Helper()
+	var last response
+	NewWithT(t).Eventually(func() int {
+		last = call(t, method, path, headers...)
+		return last.status
+	}).WithTimeout(timeout).WithPolling(interval).Should(Equal(want), "last body: %s", last.body)
+	return last
+}
+
+func annotate(t *testing.T, obj client.Object, key, value string) {
+	t.Helper()
+	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, key, value)
+	if err := k8s.Patch(ctx, obj, client.RawPatch("application/merge-patch+json", []byte(patch))); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -61,6 +61,10 @@ test: manifests generate fmt vet ## Run every test, integration tests included, 
 fuzz: ## Run every fuzz target for FUZZTIME each (default 10s).
 	hack/fuzz.sh $${FUZZTIME:-10s}
 
+.PHONY: bench
+bench: ## Run the in-process benchmarks (figures and method in docs/benchmarks.md).
+	go test -run '^$$' -bench . -benchmem -count $${COUNT:-5} ./internal/...
+
 ##@ Build
 
 .PHONY: build

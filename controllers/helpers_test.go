@@ -3,7 +3,6 @@ package controllers_test
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -193,13 +192,4 @@ func readyMessage(cred *authv1alpha1.AgentCredential) string {
 		return c.Message
 	}
 	return ""
-}
-
-func containsAny(haystack string, needles ...string) bool {
-	for _, n := range needles {
-		if n != "" && strings.Contains(haystack, n) {
-			return true
-		}
-	}
-	return false
 }

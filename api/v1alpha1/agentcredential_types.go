@@ -229,7 +229,3 @@ type AgentCredentialList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []AgentCredential `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&AgentCredential{}, &AgentCredentialList{})
-}

@@ -208,6 +208,9 @@ type tokenResponse struct {
 // ErrSessionsUnavailable: no signing key has been published yet.
 var ErrSessionsUnavailable = &Error{http.StatusServiceUnavailable, "sessions_unavailable", "no session signing key is available yet; retry shortly"}
 
+// ErrMintWithRotatedKey: sessions are minted only from a credential's current key.
+var ErrMintWithRotatedKey = &Error{http.StatusUnauthorized, "invalid_credentials", "this key has been rotated; mint sessions with the current key from the agent Secret"}
+
 // ErrSessionFromSession: a session cannot mint another.
 var ErrSessionFromSession = &Error{http.StatusUnauthorized, "invalid_credentials", "authenticate with an API key or user token, not a session token"}
 
@@ -218,6 +221,11 @@ func (s *Server) handleAuthenticate(w http.ResponseWriter, r *http.Request) outc
 	}
 	if id.Method == MethodSession {
 		return s.writeError(w, ErrSessionFromSession)
+	}
+	if id.KeyID != id.Entry.Current.KeyID() {
+		// A key in its grace period still verifies, but a session minted
+		// from it would die with the rotation that already happened.
+		return s.writeError(w, ErrMintWithRotatedKey)
 	}
 	now := s.opts.Clock.Now()
 	key, ok := s.keyring.Load().SigningKey(now)

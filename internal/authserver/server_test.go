@@ -229,7 +229,17 @@ func TestAuthenticateMintsSessions(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(body, agentB) {
 		t.Fatalf("multi-agent mint: %d %s", resp.StatusCode, body)
 	}
-	// A session cannot mint another; GET is not allowed.
+	// Only the current key mints: a key in its grace period is refused.
+	ts.clock.SetTime(now)
+	resp, body = ts.do(t, "POST", "/auth/authenticate", hdr("X-API-Key", ts.oldAPIKey), "")
+	if resp.StatusCode != 401 || errorCode(t, body) != "invalid_credentials" {
+		t.Fatalf("mint with a key in grace: %d %s", resp.StatusCode, body)
+	}
+	resp, body = ts.do(t, "POST", "/auth/authenticate", hdr("Authorization", "Bearer "+ts.session), "")
+	if resp.StatusCode != 401 || !strings.Contains(body, "not a session token") {
+		t.Fatalf("mint with a session: %d %s", resp.StatusCode, body)
+	}
+	// GET is not allowed.
 	if resp, _ := ts.do(t, "GET", "/auth/authenticate", hdr("X-API-Key", ts.apiKey), ""); resp.StatusCode != 405 {
 		t.Fatalf("GET /auth/authenticate: %d", resp.StatusCode)
 	}

@@ -192,8 +192,14 @@ func isBase62(c byte) bool {
 // Digest is the SHA-256 of a key: what agentcred stores instead of the key.
 type Digest [sha256.Size]byte
 
-// DigestOf returns the SHA-256 of a key.
+// DigestOf returns the SHA-256 of a key. Keys of ordinary length are
+// copied to the stack first, so hashing one does not allocate.
 func DigestOf(key string) Digest {
+	if len(key) <= 64 {
+		var buf [64]byte
+		n := copy(buf[:], key)
+		return sha256.Sum256(buf[:n])
+	}
 	return sha256.Sum256([]byte(key))
 }
 

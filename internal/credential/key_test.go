@@ -138,6 +138,17 @@ func TestParseDoesNotAllocate(t *testing.T) {
 	}
 }
 
+func TestDigestOfDoesNotAllocate(t *testing.T) {
+	key, _ := Generate(APIKey)
+	if allocs := testing.AllocsPerRun(100, func() { _ = DigestOf(key) }); allocs != 0 {
+		t.Fatalf("DigestOf allocated %v times per run, want 0", allocs)
+	}
+	long := strings.Repeat("x", 100)
+	if DigestOf(long) != sha256.Sum256([]byte(long)) {
+		t.Fatal("DigestOf of a long string is wrong")
+	}
+}
+
 func TestDigestAndKeyID(t *testing.T) {
 	key := "ak_example"
 	sum := sha256.Sum256([]byte(key))

@@ -105,7 +105,7 @@ func Parse(token string, keyring *Keyring, now time.Time) (Claims, error) {
 	body := token[prefixLen:]
 	for i := 0; i < len(body); i++ {
 		// The decoder would skip CR and LF; only the canonical form verifies.
-		if c := body[i]; !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+		if !isBase64URL(body[i]) {
 			return Claims{}, ErrMalformed
 		}
 	}
@@ -141,6 +141,10 @@ func Parse(token string, keyring *Keyring, now time.Time) (Claims, error) {
 		return c, ErrExpired
 	}
 	return c, nil
+}
+
+func isBase64URL(c byte) bool {
+	return c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_'
 }
 
 func parseUUID(s string) ([16]byte, error) {

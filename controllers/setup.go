@@ -41,11 +41,9 @@ type SetupOptions struct {
 	MaxConcurrentReconciles int
 }
 
-// SetupWithManager registers the controller, its index and its watches.
-func (r *AgentCredentialReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts SetupOptions) error {
-	if err := mgr.GetFieldIndexer().IndexField(ctx, &authv1alpha1.AgentCredential{}, AgentIDIndex, IndexAgentIDs); err != nil {
-		return err
-	}
+// SetupWithManager registers the controller and its watches. The manager's
+// cache must have the agent-ID index (agentindex.Register).
+func (r *AgentCredentialReconciler) SetupWithManager(mgr ctrl.Manager, opts SetupOptions) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("agentcredential").
 		For(&authv1alpha1.AgentCredential{}, builder.WithPredicates(predicate.Or(

@@ -19,6 +19,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/agrenting/agentcred/controllers"
+	"github.com/agrenting/agentcred/internal/agentindex"
 	"github.com/agrenting/agentcred/test/controlplane"
 )
 
@@ -97,7 +98,11 @@ func runSuite(m *testing.M) int {
 		OperatorNamespace: operatorNamespace,
 		Metrics:           testMetrics,
 	}
-	if err := r.SetupWithManager(ctx, mgr, controllers.SetupOptions{MaxConcurrentReconciles: 2}); err != nil {
+	if err := agentindex.Register(ctx, mgr.GetFieldIndexer()); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := r.SetupWithManager(mgr, controllers.SetupOptions{MaxConcurrentReconciles: 2}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

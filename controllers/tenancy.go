@@ -10,59 +10,19 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
+	"github.com/agrenting/agentcred/internal/agentindex"
 	"github.com/agrenting/agentcred/internal/tenancy"
 )
-
-// AgentIDIndex indexes AgentCredentials by every agent ID they name.
-const AgentIDIndex = "agentcred.agentIDs"
-
-// IndexAgentIDs is the indexer function for AgentIDIndex.
-func IndexAgentIDs(o client.Object) []string {
-	return o.(*authv1alpha1.AgentCredential).AgentIDs()
-}
-
-// ClaimOf describes cred's claim on its agent IDs.
-func ClaimOf(cred *authv1alpha1.AgentCredential) tenancy.Claim {
-	return tenancy.Claim{
-		Namespace: cred.Namespace,
-		Name:      cred.Name,
-		Created:   cred.CreationTimestamp.Time,
-		AgentIDs:  cred.AgentIDs(),
-		Deleting:  !cred.DeletionTimestamp.IsZero(),
-		Issued:    cred.Status.KeyID != "",
-	}
-}
-
-// ListClaims returns the claims of every credential naming any of agentIDs,
-// read through the AgentIDIndex.
-func ListClaims(ctx context.Context, c client.Reader, agentIDs []string) ([]tenancy.Claim, error) {
-	var claims []tenancy.Claim
-	seen := map[string]bool{}
-	for _, id := range agentIDs {
-		list := &authv1alpha1.AgentCredentialList{}
-		if err := c.List(ctx, list, client.MatchingFields{AgentIDIndex: id}); err != nil {
-			return nil, fmt.Errorf("listing credentials naming agent %s: %w", id, err)
-		}
-		for i := range list.Items {
-			item := &list.Items[i]
-			if k := item.Namespace + "/" + item.Name; !seen[k] {
-				seen[k] = true
-				claims = append(claims, ClaimOf(item))
-			}
-		}
-	}
-	return claims, nil
-}
 
 // checkTenancy blocks a credential naming an agent ID that another namespace
 // owns: it gets Ready=False/AgentIDConflict and no usable key (its hash
 // Secret is removed), even if the admission webhook was bypassed.
 func (r *AgentCredentialReconciler) checkTenancy(ctx context.Context, cred *authv1alpha1.AgentCredential) (bool, error) {
-	claims, err := ListClaims(ctx, r.Client, cred.AgentIDs())
+	claims, err := agentindex.ListClaims(ctx, r.Client, cred.AgentIDs())
 	if err != nil {
 		return false, err
 	}
-	conflicts := tenancy.Conflicts(ClaimOf(cred), claims)
+	conflicts := tenancy.Conflicts(agentindex.ClaimOf(cred), claims)
 	if len(conflicts) == 0 {
 		return false, nil
 	}
@@ -93,7 +53,7 @@ func (r *AgentCredentialReconciler) reportConflict(cred *authv1alpha1.AgentCrede
 // names one of its agent IDs, so that deleting the owner of an agent ID lets
 // the next claimant in.
 func (r *AgentCredentialReconciler) requestsForSharedAgentIDs(ctx context.Context, cred *authv1alpha1.AgentCredential) []reconcile.Request {
-	claims, err := ListClaims(ctx, r.Client, cred.AgentIDs())
+	claims, err := agentindex.ListClaims(ctx, r.Client, cred.AgentIDs())
 	if err != nil {
 		return nil
 	}

@@ -26,6 +26,7 @@ import (
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
 	"github.com/agrenting/agentcred/controllers"
+	"github.com/agrenting/agentcred/internal/agentindex"
 	"github.com/agrenting/agentcred/internal/authserver"
 )
 
@@ -151,7 +152,7 @@ func setupController(ctx context.Context, mgr manager.Manager, o *options) error
 		OperatorNamespace: o.operatorNamespace,
 		Metrics:           metrics,
 	}
-	if err := r.SetupWithManager(ctx, mgr, controllers.SetupOptions{MaxConcurrentReconciles: o.maxConcurrentReconciles}); err != nil {
+	if err := r.SetupWithManager(mgr, controllers.SetupOptions{MaxConcurrentReconciles: o.maxConcurrentReconciles}); err != nil {
 		return err
 	}
 	return mgr.Add(&controllers.SessionKeyRotator{
@@ -216,6 +217,9 @@ func run(args []string) error {
 		return fmt.Errorf("creating the manager: %w", err)
 	}
 	if o.enableController {
+		if err := agentindex.Register(ctx, mgr.GetFieldIndexer()); err != nil {
+			return fmt.Errorf("indexing credentials by agent ID: %w", err)
+		}
 		if err := setupController(ctx, mgr, o); err != nil {
 			return fmt.Errorf("setting up the controller: %w", err)
 		}

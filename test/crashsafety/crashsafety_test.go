@@ -25,6 +25,7 @@ import (
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
 	"github.com/agrenting/agentcred/controllers"
+	"github.com/agrenting/agentcred/internal/agentindex"
 	"github.com/agrenting/agentcred/internal/credential"
 	"github.com/agrenting/agentcred/internal/hashsecret"
 	"github.com/agrenting/agentcred/test/controlplane"
@@ -62,7 +63,7 @@ func run(m *testing.M) int {
 	}
 	mctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if err := mgr.GetFieldIndexer().IndexField(mctx, &authv1alpha1.AgentCredential{}, controllers.AgentIDIndex, controllers.IndexAgentIDs); err != nil {
+	if err := agentindex.Register(mctx, mgr.GetFieldIndexer()); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

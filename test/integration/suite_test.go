@@ -26,6 +26,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/agrenting/agentcred/controllers"
+	"github.com/agrenting/agentcred/internal/agentindex"
 	"github.com/agrenting/agentcred/internal/authserver"
 	"github.com/agrenting/agentcred/test/controlplane"
 	"github.com/prometheus/client_golang/prometheus"
@@ -94,7 +95,10 @@ func run(m *testing.M) int {
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(), Clock: fakeClock,
 		Recorder: mgr.GetEventRecorder("agentcred"), OperatorNamespace: operatorNamespace, Metrics: metrics,
 	}
-	if err := r.SetupWithManager(mctx, mgr, controllers.SetupOptions{MaxConcurrentReconciles: 2}); err != nil {
+	if err := agentindex.Register(mctx, mgr.GetFieldIndexer()); err != nil {
+		return fail(err)
+	}
+	if err := r.SetupWithManager(mgr, controllers.SetupOptions{MaxConcurrentReconciles: 2}); err != nil {
 		return fail(err)
 	}
 	if err := mgr.Add(&controllers.SessionKeyRotator{

@@ -1,0 +1,247 @@
+package webhook_test
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
+	"github.com/agrenting/agentcred/internal/agentindex"
+	"github.com/agrenting/agentcred/test/controlplane"
+	"github.com/agrenting/agentcred/webhook"
+)
+
+var (
+	k8s      client.Client
+	cached   client.Client // the webhook's own cache-backed view
+	warned   client.Client // a client whose warnings land in warnings
+	warnings = &warningRecorder{}
+	ctx      = context.Background()
+)
+
+// warningRecorder collects the warnings the API server relays, as kubectl shows them.
+type warningRecorder struct {
+	mu   sync.Mutex
+	seen []string
+}
+
+func (w *warningRecorder) HandleWarningHeader(_ int, _ string, text string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.seen = append(w.seen, text)
+}
+
+func (w *warningRecorder) take() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := w.seen
+	w.seen = nil
+	return out
+}
+
+func TestMain(m *testing.M) { os.Exit(run(m)) }
+
+func run(m *testing.M) int {
+	fail := func(err error) int { fmt.Fprintln(os.Stderr, err); return 1 }
+	env, err := controlplane.Start(func(e *envtest.Environment) {
+		e.WebhookInstallOptions = envtest.WebhookInstallOptions{
+			Paths: []string{filepath.Join(controlplane.RepoRoot(), "config", "webhook")},
+		}
+	})
+	if err != nil {
+		return fail(err)
+	}
+	defer func() { _ = env.Stop() }()
+	wio := &env.WebhookInstallOptions
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+		Scheme: controlplane.Scheme(), Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
+		WebhookServer: crwebhook.NewServer(crwebhook.Options{
+			Host: wio.LocalServingHost, Port: wio.LocalServingPort, CertDir: wio.LocalServingCertDir,
+		}),
+	})
+	if err != nil {
+		return fail(err)
+	}
+	mctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if err := agentindex.Register(mctx, mgr.GetFieldIndexer()); err != nil {
+		return fail(err)
+	}
+	cached = mgr.GetClient()
+	v := &webhook.Validator{Credentials: mgr.GetClient(), Secrets: mgr.GetAPIReader(), Clock: clock.RealClock{}}
+	if err := v.SetupWithManager(mgr); err != nil {
+		return fail(err)
+	}
+	go func() { _ = mgr.Start(mctx) }()
+	// Wait until the webhook server answers TLS.
+	addr := fmt.Sprintf("%s:%d", wio.LocalServingHost, wio.LocalServingPort)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // readiness probe only
+		if err == nil {
+			_ = conn.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			return fail(fmt.Errorf("webhook server never came up: %w", err))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if k8s, err = client.New(env.Config, client.Options{Scheme: controlplane.Scheme()}); err != nil {
+		return fail(err)
+	}
+	cfg := rest.CopyConfig(env.Config)
+	cfg.WarningHandler = warnings
+	if warned, err = client.New(cfg, client.Options{Scheme: controlplane.Scheme()}); err != nil {
+		return fail(err)
+	}
+	return m.Run()
+}
+
+var counter atomic.Int64
+
+func newAgentID() string { return fmt.Sprintf("cccccccc-2222-4000-8000-%012d", counter.Add(1)) }
+
+func newNamespace(t *testing.T) string {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "wh-"}}
+	if err := k8s.Create(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	return ns.Name
+}
+
+// seenByWebhook waits until the webhook's cache holds obj: the webhook
+// judges claims from its informer, like the controller.
+func seenByWebhook(t *testing.T, obj client.Object) {
+	t.Helper()
+	NewWithT(t).Eventually(func() error {
+		return cached.Get(ctx, client.ObjectKeyFromObject(obj), &authv1alpha1.AgentCredential{})
+	}).WithTimeout(10 * time.Second).WithPolling(10 * time.Millisecond).Should(Succeed())
+}
+
+func apiKey(ns, name, agent string, mutate ...func(*authv1alpha1.AgentCredential)) *authv1alpha1.AgentCredential {
+	c := &authv1alpha1.AgentCredential{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec:       authv1alpha1.AgentCredentialSpec{AgentID: agent},
+	}
+	for _, m := range mutate {
+		m(c)
+	}
+	return c
+}
+
+func TestRefusesToHijackAnUnrelatedSecret(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	db := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "db-password"}, Data: map[string][]byte{"password": []byte("s3cret")}}
+	g.Expect(k8s.Create(ctx, db)).To(Succeed())
+	rv := db.ResourceVersion
+
+	err := k8s.Create(ctx, apiKey(ns, "thief", newAgentID(), func(c *authv1alpha1.AgentCredential) { c.Spec.SecretName = "db-password" }))
+	g.Expect(err).To(HaveOccurred())
+	g.Expect(err.Error()).To(ContainSubstring(`spec.secretName: Forbidden: Secret "db-password" already exists and is not managed by agentcred`))
+
+	after := &corev1.Secret{}
+	g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(db), after)).To(Succeed())
+	g.Expect(after.ResourceVersion).To(Equal(rv), "the foreign Secret must be untouched")
+	g.Expect(after.Data).To(Equal(db.Data))
+
+	// Defaulted secretName (the credential's own name) is checked too.
+	err = k8s.Create(ctx, apiKey(ns, "db-password", newAgentID()))
+	g.Expect(err).To(MatchError(ContainSubstring("spec.secretName")))
+}
+
+func TestRefusesAnotherCredentialsSecret(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	first := apiKey(ns, "first", newAgentID(), func(c *authv1alpha1.AgentCredential) { c.Spec.SecretName = "shared" })
+	g.Expect(k8s.Create(ctx, first)).To(Succeed())
+	seenByWebhook(t, first)
+	err := k8s.Create(ctx, apiKey(ns, "second", newAgentID(), func(c *authv1alpha1.AgentCredential) { c.Spec.SecretName = "shared" }))
+	g.Expect(err).To(MatchError(ContainSubstring(`AgentCredential "first" already issues its key into Secret "shared"`)))
+
+	// A Secret controlled by another credential (issued already) is refused by owner.
+	owner := &authv1alpha1.AgentCredential{}
+	g.Expect(k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "first"}, owner)).To(Succeed())
+	isController := true
+	issued := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "issued", OwnerReferences: []metav1.OwnerReference{{
+		APIVersion: authv1alpha1.GroupVersion.String(), Kind: "AgentCredential", Name: "first", UID: owner.UID, Controller: &isController,
+	}}}}
+	g.Expect(k8s.Create(ctx, issued)).To(Succeed())
+	err = k8s.Create(ctx, apiKey(ns, "third", newAgentID(), func(c *authv1alpha1.AgentCredential) { c.Spec.SecretName = "issued" }))
+	g.Expect(err).To(MatchError(ContainSubstring(`Secret "issued" belongs to AgentCredential "first"`)))
+}
+
+func TestRefusesAgentIDOwnedByAnotherNamespace(t *testing.T) {
+	g := NewWithT(t)
+	owner, other := newNamespace(t), newNamespace(t)
+	agent := newAgentID()
+	mine := apiKey(owner, "mine", agent)
+	g.Expect(k8s.Create(ctx, mine)).To(Succeed())
+	seenByWebhook(t, mine)
+
+	err := k8s.Create(ctx, apiKey(other, "theirs", agent))
+	g.Expect(err).To(MatchError(ContainSubstring(fmt.Sprintf(`spec.agentID: Forbidden: agent ID %s belongs to namespace %q`, agent, owner))))
+
+	ut := &authv1alpha1.AgentCredential{
+		ObjectMeta: metav1.ObjectMeta{Namespace: other, Name: "token"},
+		Spec:       authv1alpha1.AgentCredentialSpec{Type: authv1alpha1.UserTokenType, User: "eve@example.com", Agents: []string{newAgentID(), strings.ToUpper(agent)}},
+	}
+	err = k8s.Create(ctx, ut)
+	g.Expect(err).To(MatchError(ContainSubstring("spec.agents[1]: Forbidden")))
+
+	// The same namespace may name it again.
+	g.Expect(k8s.Create(ctx, apiKey(owner, "mine-too", agent))).To(Succeed())
+
+	// Adding an owned agent to an existing user token is refused; other updates pass.
+	ut.Spec.Agents = []string{newAgentID()}
+	g.Expect(k8s.Create(ctx, ut)).To(Succeed())
+	ut.Spec.Agents = append(ut.Spec.Agents, agent)
+	g.Expect(k8s.Update(ctx, ut)).To(MatchError(ContainSubstring("spec.agents[1]: Forbidden")))
+	g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(ut), ut)).To(Succeed())
+	ut.Annotations = map[string]string{authv1alpha1.RotateAnnotation: "1"}
+	g.Expect(k8s.Update(ctx, ut)).To(Succeed())
+}
+
+func TestValidCreatesAndUpdatesPass(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	c := apiKey(ns, "fine", newAgentID())
+	g.Expect(warned.Create(ctx, c)).To(Succeed())
+	g.Expect(warnings.take()).To(BeEmpty())
+	c.Spec.Rotation.Period = &metav1.Duration{Duration: 24 * time.Hour}
+	g.Expect(warned.Update(ctx, c)).To(Succeed())
+	g.Expect(warnings.take()).To(BeEmpty())
+}
+
+func TestWarningsReachTheClient(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	c := apiKey(ns, "yearly", newAgentID(), func(c *authv1alpha1.AgentCredential) {
+		c.Spec.Rotation.Period = &metav1.Duration{Duration: 8760 * time.Hour}
+		c.Spec.Rotation.GracePeriod = &metav1.Duration{}
+	})
+	g.Expect(warned.Create(ctx, c)).To(Succeed(), "warnings must not refuse the object")
+	got := warnings.take()
+	g.Expect(got).To(ContainElement(ContainSubstring("spec.rotation.period: 8760h0m0s is longer than the 90 days")))
+	g.Expect(got).To(ContainElement(ContainSubstring("spec.rotation.gracePeriod: 0s revokes the old key")))
+}

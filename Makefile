@@ -71,6 +71,24 @@ bench: ## Run the in-process benchmarks (figures and method in docs/benchmarks.m
 build: manifests generate fmt vet ## Build the manager binary into bin/.
 	CGO_ENABLED=0 go build -trimpath -o $(LOCALBIN)/manager ./cmd/manager
 
+##@ Deployment
+
+.PHONY: install
+install: manifests ## Install the CRD into the cluster in ~/.kube/config.
+	kubectl apply --server-side -f config/crd/bases
+
+.PHONY: deploy
+deploy: manifests ## Deploy agentcred (config/default) to the cluster; OVERLAY=overlays/cert-manager etc. for variants.
+	kubectl apply --server-side -k config/$${OVERLAY:-default}
+
+.PHONY: undeploy
+undeploy: ## Remove agentcred (and every AgentCredential with it) from the cluster.
+	kubectl delete --ignore-not-found -k config/$${OVERLAY:-default}
+
+.PHONY: docker-build
+docker-build: ## Build the image (needs a Docker engine): IMG=agentcred:dev.
+	docker build -t $${IMG:-agentcred:dev} .
+
 ##@ Tools
 
 $(LOCALBIN):

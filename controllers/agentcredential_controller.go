@@ -56,7 +56,7 @@ type AgentCredentialReconciler struct {
 // +kubebuilder:rbac:groups=auth.agrenting.io,resources=agentcredentials,verbs=get;list;watch;update;patch
 // +kubebuilder:rbac:groups=auth.agrenting.io,resources=agentcredentials/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=auth.agrenting.io,resources=agentcredentials/finalizers,verbs=update
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile brings one AgentCredential's key, Secrets and status in line with its spec.

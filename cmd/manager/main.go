@@ -12,7 +12,9 @@ import (
 	"os"
 	"time"
 
+	"github.com/open-policy-agent/cert-controller/pkg/rotator"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/clock"
@@ -23,11 +25,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
 	"github.com/agrenting/agentcred/controllers"
 	"github.com/agrenting/agentcred/internal/agentindex"
 	"github.com/agrenting/agentcred/internal/authserver"
+	agentwebhook "github.com/agrenting/agentcred/webhook"
 )
 
 // DefaultOperatorNamespace holds the hash Secrets unless --operator-namespace
@@ -43,6 +47,13 @@ type options struct {
 
 	enableController   bool
 	enableAuthEndpoint bool
+	enableWebhook      bool
+
+	webhookPort           int
+	webhookCertDir        string
+	webhookCertManagement string
+	webhookServiceName    string
+	webhookConfigName     string
 
 	authAddr           string
 	authTLSCertFile    string
@@ -69,6 +80,13 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.maxConcurrentReconciles, "max-concurrent-reconciles", 4, "How many AgentCredentials reconcile at once.")
 	fs.BoolVar(&o.enableController, "enable-controller", true, "Run the AgentCredential controller (and the session signing-key rotator). Off: the auth endpoint alone, needing only read access to Secrets in the operator namespace.")
 	fs.BoolVar(&o.enableAuthEndpoint, "enable-auth-endpoint", true, "Serve the auth endpoint.")
+	fs.BoolVar(&o.enableWebhook, "enable-webhook", true, "Serve the validating admission webhook.")
+	fs.IntVar(&o.webhookPort, "webhook-port", 9443, "Port of the admission webhook server.")
+	fs.StringVar(&o.webhookCertDir, "webhook-cert-dir", "/tmp/k8s-webhook-server/serving-certs", "Directory with the webhook's tls.crt and tls.key.")
+	fs.StringVar(&o.webhookCertManagement, "webhook-cert-management", "self-signed",
+		"self-signed: agentcred makes and rotates its own CA and serving certificate and injects the CA into the webhook configuration; external: the certificate in --webhook-cert-dir comes from elsewhere (cert-manager).")
+	fs.StringVar(&o.webhookServiceName, "webhook-service-name", "agentcred-webhook-service", "Service in front of the webhook (the serving certificate's DNS name).")
+	fs.StringVar(&o.webhookConfigName, "webhook-configuration-name", "agentcred-validating-webhook-configuration", "ValidatingWebhookConfiguration to inject the CA into.")
 	fs.StringVar(&o.authAddr, "auth-bind-address", ":8082", "Address of the auth endpoint.")
 	fs.StringVar(&o.authTLSCertFile, "auth-tls-cert-file", "", "Serve the auth endpoint over TLS with this certificate (and --auth-tls-key-file).")
 	fs.StringVar(&o.authTLSKeyFile, "auth-tls-key-file", "", "Private key for --auth-tls-cert-file.")
@@ -102,8 +120,11 @@ func parseFlags(args []string) (*options, error) {
 	if _, err := authserver.ParseTrustedProxies(o.trustedProxies); err != nil {
 		return nil, fmt.Errorf("--trusted-proxies: %w", err)
 	}
-	if !o.enableController && !o.enableAuthEndpoint {
-		return nil, errors.New("nothing to run: enable the controller, the auth endpoint or both")
+	if !o.enableController && !o.enableAuthEndpoint && !o.enableWebhook {
+		return nil, errors.New("nothing to run: enable the controller, the webhook, the auth endpoint or several")
+	}
+	if o.webhookCertManagement != "self-signed" && o.webhookCertManagement != "external" {
+		return nil, errors.New("--webhook-cert-management must be self-signed or external")
 	}
 	return o, nil
 }
@@ -123,7 +144,7 @@ func utilruntimeMust(err error) {
 
 func newManager(o *options) (manager.Manager, error) {
 	cacheOptions := controllers.CacheOptions()
-	if !o.enableController {
+	if !o.enableController && !o.enableWebhook {
 		// Auth endpoint alone: it reads only the operator namespace.
 		cacheOptions.DefaultNamespaces = map[string]cache.Config{o.operatorNamespace: {}}
 	}
@@ -135,10 +156,56 @@ func newManager(o *options) (manager.Manager, error) {
 		LeaderElectionID:        "agentcred.auth.agrenting.io",
 		LeaderElectionNamespace: o.operatorNamespace,
 		Cache:                   cacheOptions,
+		WebhookServer:           ctrlwebhook.NewServer(ctrlwebhook.Options{Port: o.webhookPort, CertDir: o.webhookCertDir}),
 	})
 }
 
-func setupController(ctx context.Context, mgr manager.Manager, o *options) error {
+// setupWebhook registers the admission webhook once its serving certificate
+// exists. With self-signed certificates, cert-controller makes a CA and a
+// serving certificate in a Secret, keeps them fresh and injects the CA into
+// the ValidatingWebhookConfiguration.
+func setupWebhook(mgr manager.Manager, o *options) error {
+	certsReady := make(chan struct{})
+	if o.webhookCertManagement == "self-signed" {
+		err := rotator.AddRotator(mgr, &rotator.CertRotator{
+			SecretKey:             types.NamespacedName{Namespace: o.operatorNamespace, Name: "agentcred-webhook-server-cert"},
+			CertDir:               o.webhookCertDir,
+			CAName:                "agentcred-ca",
+			CAOrganization:        "agentcred",
+			DNSName:               fmt.Sprintf("%s.%s.svc", o.webhookServiceName, o.operatorNamespace),
+			IsReady:               certsReady,
+			Webhooks:              []rotator.WebhookInfo{{Name: o.webhookConfigName, Type: rotator.Validating}},
+			RequireLeaderElection: o.leaderElect,
+		})
+		if err != nil {
+			return fmt.Errorf("setting up webhook certificate rotation: %w", err)
+		}
+	} else {
+		close(certsReady)
+	}
+	v := &agentwebhook.Validator{Credentials: mgr.GetClient(), Secrets: mgr.GetAPIReader(), Clock: clock.RealClock{}}
+	registered := make(chan error, 1)
+	go func() {
+		<-certsReady
+		registered <- v.SetupWithManager(mgr)
+		close(registered)
+	}()
+	if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
+		return err
+	}
+	return mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		select {
+		case err := <-registered:
+			if err != nil {
+				return fmt.Errorf("registering the webhook: %w", err)
+			}
+		case <-ctx.Done():
+		}
+		return nil
+	}))
+}
+
+func setupController(mgr manager.Manager, o *options) error {
 	metrics := controllers.NewMetrics(mgr.GetCache())
 	if err := metrics.Register(ctrlmetrics.Registry); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
@@ -216,11 +283,18 @@ func run(args []string) error {
 	if err != nil {
 		return fmt.Errorf("creating the manager: %w", err)
 	}
-	if o.enableController {
+	if o.enableController || o.enableWebhook {
 		if err := agentindex.Register(ctx, mgr.GetFieldIndexer()); err != nil {
 			return fmt.Errorf("indexing credentials by agent ID: %w", err)
 		}
-		if err := setupController(ctx, mgr, o); err != nil {
+	}
+	if o.enableWebhook {
+		if err := setupWebhook(mgr, o); err != nil {
+			return fmt.Errorf("setting up the webhook: %w", err)
+		}
+	}
+	if o.enableController {
+		if err := setupController(mgr, o); err != nil {
 			return fmt.Errorf("setting up the controller: %w", err)
 		}
 	}
@@ -233,7 +307,7 @@ func run(args []string) error {
 		return fmt.Errorf("setting up probes: %w", err)
 	}
 	ctrl.Log.Info("Starting manager", "operatorNamespace", o.operatorNamespace,
-		"controller", o.enableController, "authEndpoint", o.enableAuthEndpoint)
+		"controller", o.enableController, "webhook", o.enableWebhook, "authEndpoint", o.enableAuthEndpoint)
 	return mgr.Start(ctx)
 }
 

@@ -1,0 +1,223 @@
+// Package manifests renders every kustomization under config/ and proves it
+// against a real API server: each object passes a server-side dry-run apply,
+// and the rendered RBAC grants the manager and the auth-only Deployment what
+// they need and nothing more.
+package manifests
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	. "github.com/onsi/gomega"
+	authzv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/yaml"
+
+	"github.com/agrenting/agentcred/test/controlplane"
+)
+
+const operatorNamespace = "agentcred-system"
+
+var (
+	k8s       client.Client
+	apiConfig *rest.Config
+	ctx       = context.Background()
+)
+
+func TestMain(m *testing.M) { os.Exit(run(m)) }
+
+func run(m *testing.M) int {
+	env, err := controlplane.Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer func() { _ = env.Stop() }()
+	apiConfig = env.Config
+	scheme := controlplane.Scheme()
+	if err := apiextensionsv1.AddToScheme(scheme); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if k8s, err = client.New(env.Config, client.Options{Scheme: scheme}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
+}
+
+// render builds a kustomization under config/ the way `kustomize build` does.
+func render(t *testing.T, dir string) []*unstructured.Unstructured {
+	t.Helper()
+	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
+	res, err := k.Run(filesys.MakeFsOnDisk(), filepath.Join(controlplane.RepoRoot(), "config", dir))
+	if err != nil {
+		t.Fatalf("kustomize build config/%s: %v", dir, err)
+	}
+	var out []*unstructured.Unstructured
+	for _, r := range res.Resources() {
+		// Through JSON, so numbers are the types the API machinery expects.
+		raw, err := r.MarshalJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		u := &unstructured.Unstructured{}
+		if err := u.UnmarshalJSON(raw); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, u)
+	}
+	return out
+}
+
+// stubCRD installs a schemaless CRD so objects of other projects (cert-manager,
+// Prometheus Operator) can be dry-run without installing those projects.
+func stubCRD(t *testing.T, group, kind, plural string) {
+	t.Helper()
+	preserve := true
+	crd := &apiextensionsv1.CustomResourceDefinition{
+		ObjectMeta: metav1.ObjectMeta{Name: plural + "." + group},
+		Spec: apiextensionsv1.CustomResourceDefinitionSpec{
+			Group: group, Scope: apiextensionsv1.NamespaceScoped,
+			Names: apiextensionsv1.CustomResourceDefinitionNames{Kind: kind, Plural: plural},
+			Versions: []apiextensionsv1.CustomResourceDefinitionVersion{{
+				Name: "v1", Served: true, Storage: true,
+				Schema: &apiextensionsv1.CustomResourceValidation{OpenAPIV3Schema: &apiextensionsv1.JSONSchemaProps{
+					Type: "object", XPreserveUnknownFields: &preserve,
+				}},
+			}},
+		},
+	}
+	if err := k8s.Create(ctx, crd); err != nil && !isAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	NewWithT(t).Eventually(func() error {
+		list := &unstructured.UnstructuredList{}
+		list.SetAPIVersion(group + "/v1")
+		list.SetKind(kind + "List")
+		return k8s.List(ctx, list)
+	}).WithTimeout(timeoutDuration).Should(Succeed())
+}
+
+func ensureNamespace(t *testing.T, name string) {
+	t.Helper()
+	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil && !isAlreadyExists(err) {
+		t.Fatal(err)
+	}
+}
+
+func TestEveryKustomizationPassesServerSideDryRun(t *testing.T) {
+	stubCRD(t, "cert-manager.io", "Certificate", "certificates")
+	stubCRD(t, "cert-manager.io", "Issuer", "issuers")
+	stubCRD(t, "monitoring.coreos.com", "ServiceMonitor", "servicemonitors")
+	ensureNamespace(t, operatorNamespace)
+	for _, dir := range []string{"default", "overlays/cert-manager", "overlays/auth-only", "overlays/prometheus", "samples", "crd"} {
+		t.Run(dir, func(t *testing.T) {
+			objs := render(t, dir)
+			if len(objs) == 0 {
+				t.Fatal("rendered nothing")
+			}
+			for _, o := range objs {
+				if dir == "samples" {
+					o.SetNamespace("default")
+				}
+				err := k8s.Apply(ctx, client.ApplyConfigurationFromUnstructured(o), client.DryRunAll, client.FieldOwner("manifests-test"), client.ForceOwnership)
+				if err != nil {
+					raw, _ := yaml.Marshal(o.Object)
+					t.Errorf("%s %s/%s refused: %v\n%s", o.GetKind(), o.GetNamespace(), o.GetName(), err, raw)
+				}
+			}
+		})
+	}
+}
+
+func TestDefaultInstallShape(t *testing.T) {
+	g := NewWithT(t)
+	objs := render(t, "default")
+	byKind := map[string][]*unstructured.Unstructured{}
+	for _, o := range objs {
+		byKind[o.GetKind()] = append(byKind[o.GetKind()], o)
+		if o.GetKind() != "CustomResourceDefinition" && o.GetKind() != "ClusterRole" && o.GetKind() != "ClusterRoleBinding" &&
+			o.GetKind() != "ValidatingWebhookConfiguration" && o.GetKind() != "Namespace" {
+			g.Expect(o.GetNamespace()).To(Equal(operatorNamespace), "%s %s", o.GetKind(), o.GetName())
+		}
+	}
+	g.Expect(byKind["Deployment"]).To(HaveLen(1))
+	d := byKind["Deployment"][0]
+	g.Expect(d.GetName()).To(Equal("agentcred-controller-manager"))
+	replicas, _, _ := unstructured.NestedInt64(d.Object, "spec", "replicas")
+	g.Expect(replicas).To(BeEquivalentTo(2))
+	containers, _, _ := unstructured.NestedSlice(d.Object, "spec", "template", "spec", "containers")
+	c := containers[0].(map[string]interface{})
+	g.Expect(c["args"]).To(ContainElement("--leader-elect"))
+	sc := c["securityContext"].(map[string]interface{})
+	g.Expect(sc["readOnlyRootFilesystem"]).To(BeTrue())
+	g.Expect(sc["allowPrivilegeEscalation"]).To(BeFalse())
+	g.Expect(c["resources"]).To(HaveKey("limits"))
+	g.Expect(c["livenessProbe"]).NotTo(BeNil())
+	g.Expect(c["readinessProbe"]).NotTo(BeNil())
+	seccomp, _, _ := unstructured.NestedString(d.Object, "spec", "template", "spec", "securityContext", "seccompProfile", "type")
+	g.Expect(seccomp).To(Equal("RuntimeDefault"))
+	g.Expect(byKind["PodDisruptionBudget"]).To(HaveLen(1))
+
+	vwc := byKind["ValidatingWebhookConfiguration"]
+	g.Expect(vwc).To(HaveLen(1))
+	g.Expect(vwc[0].GetName()).To(Equal("agentcred-validating-webhook-configuration"), "must match --webhook-configuration-name's default")
+	hooks, _, _ := unstructured.NestedSlice(vwc[0].Object, "webhooks")
+	svc := hooks[0].(map[string]interface{})["clientConfig"].(map[string]interface{})["service"].(map[string]interface{})
+	g.Expect(svc["name"]).To(Equal("agentcred-webhook-service"), "must match --webhook-service-name's default")
+	g.Expect(svc["namespace"]).To(Equal(operatorNamespace))
+	g.Expect(hooks[0].(map[string]interface{})["failurePolicy"]).To(Equal("Fail"))
+
+	names := map[string]bool{}
+	for _, s := range byKind["Service"] {
+		names[s.GetName()] = true
+	}
+	g.Expect(names).To(HaveKey("agentcred-webhook-service"))
+	g.Expect(names).To(HaveKey("agentcred-auth"))
+	g.Expect(names).To(HaveKey("agentcred-metrics"))
+}
+
+// applyRBAC creates (for real) the RBAC objects a kustomization renders.
+func applyRBAC(t *testing.T, dir string) {
+	t.Helper()
+	for _, o := range render(t, dir) {
+		switch o.GetKind() {
+		case "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding":
+			if err := k8s.Apply(ctx, client.ApplyConfigurationFromUnstructured(o), client.FieldOwner("manifests-test"), client.ForceOwnership); err != nil {
+				t.Fatalf("applying %s %s: %v", o.GetKind(), o.GetName(), err)
+			}
+		}
+	}
+}
+
+// can asks the API server whether user may do verb on resource (in ns, "" = cluster-wide).
+func can(t *testing.T, user, verb, group, resource, ns, name string) bool {
+	t.Helper()
+	cs, err := kubernetes.NewForConfig(apiConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	review, err := cs.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{
+		User:   user,
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + operatorNamespace, "system:authenticated"},
+		ResourceAttributes: &authzv1.ResourceAttributes{
+			Verb: verb, Group: group, Resource: resource, Namespace: ns, Name: name,
+		},
+	}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return review.Status.Allowed
+}

@@ -53,6 +53,10 @@ lint: $(GOLANGCI_LINT) ## Run golangci-lint.
 controlplane: ## Build (once) the kube-apiserver and etcd used by tests and make run; prints their directory.
 	@hack/controlplane.sh
 
+.PHONY: run
+run: manifests generate fmt vet ## Run agentcred locally: on an embedded kube-apiserver + etcd, or on the cluster in KUBECONFIG if it answers. ARGS=… passes flags.
+	KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(hack/controlplane.sh)}" go run ./cmd/agentcred-local $(ARGS)
+
 .PHONY: test
 test: manifests generate fmt vet ## Run every test, integration tests included, against a real kube-apiserver and etcd.
 	KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(hack/controlplane.sh)}" go test $(GO_TEST_FLAGS) ./...
@@ -70,6 +74,8 @@ bench: ## Run the in-process benchmarks (figures and method in docs/benchmarks.m
 .PHONY: build
 build: manifests generate fmt vet ## Build the manager binary into bin/.
 	CGO_ENABLED=0 go build -trimpath -o $(LOCALBIN)/manager ./cmd/manager
+	go build -o $(LOCALBIN)/agentcred-local ./cmd/agentcred-local
+	go build -o $(LOCALBIN)/kubectl-agentcred ./cmd/kubectl-agentcred
 
 ##@ Deployment
 

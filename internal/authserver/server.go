@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"net/netip"
@@ -252,7 +253,7 @@ func (s *Server) handleAuthenticate(w http.ResponseWriter, r *http.Request) outc
 	w.Header().Set("Cache-Control", "no-store")
 	_ = json.NewEncoder(w).Encode(tokenResponse{
 		Token: token, TokenType: "Bearer", ExpiresAt: expires.UTC().Format(time.RFC3339),
-		ExpiresIn: int64(expires.Sub(now).Round(time.Second).Seconds()), AgentID: id.AgentID,
+		ExpiresIn: int64(math.Ceil(expires.Sub(now).Seconds())), AgentID: id.AgentID,
 	})
 	return outcome{id.Method, http.StatusOK}
 }

@@ -1,0 +1,236 @@
+// Command agentcred-local runs agentcred for development (`make run`). When
+// KUBECONFIG (or ~/.kube/config) points at a cluster that answers, it runs
+// the manager against that cluster like any kubebuilder project. Otherwise it
+// starts an embedded local control plane — the real kube-apiserver and etcd
+// the tests use — installs the CRD and the webhook configuration, runs the
+// controller, the webhook and the auth endpoint in this process, and prints
+// how to use it. Ctrl-C stops everything and removes what it made.
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/agrenting/agentcred/internal/operator"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "agentcred-local:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	o, err := operator.ParseFlags(args)
+	if err != nil {
+		return err
+	}
+	operator.SetupLogger(o)
+	ctx := ctrl.SetupSignalHandler()
+	if cfg, where, ok := reachableCluster(); ok {
+		fmt.Printf("agentcred-local: using the cluster at %s (from %s); the webhook is off because that cluster cannot call this process.\n", cfg.Host, where)
+		fmt.Println("agentcred-local: install the CRD first if needed: kubectl apply --server-side -f config/crd/bases")
+		o.DisableWebhook()
+		return operator.Run(ctx, cfg, o)
+	}
+	return runEmbedded(ctx, o)
+}
+
+// reachableCluster loads the usual kubeconfig and checks that it answers.
+func reachableCluster() (*rest.Config, string, bool) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	if os.Getenv("KUBECONFIG") == "" {
+		if _, err := os.Stat(rules.GetDefaultFilename()); err != nil {
+			return nil, "", false
+		}
+	}
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return nil, "", false
+	}
+	probe := rest.CopyConfig(cfg)
+	probe.Timeout = 3 * time.Second
+	cs, err := kubernetes.NewForConfig(probe)
+	if err != nil {
+		return nil, "", false
+	}
+	if _, err := cs.Discovery().ServerVersion(); err != nil {
+		fmt.Printf("agentcred-local: the cluster in your kubeconfig does not answer (%v); starting a local one.\n", err)
+		return nil, "", false
+	}
+	where := os.Getenv("KUBECONFIG")
+	if where == "" {
+		where = rules.GetDefaultFilename()
+	}
+	return cfg, where, true
+}
+
+// assetsDir finds kube-apiserver and etcd: KUBEBUILDER_ASSETS, or the build
+// script in the repository.
+func assetsDir() (string, error) {
+	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
+		return dir, nil
+	}
+	cmd := exec.Command(filepath.Join("hack", "controlplane.sh")) //nolint:gosec // the repository's own build script
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("building kube-apiserver and etcd with hack/controlplane.sh (run from the repository root): %w", err)
+	}
+	return strings.TrimSpace(out.String()), nil
+}
+
+func runEmbedded(ctx context.Context, o *operator.Options) (err error) {
+	assets, err := assetsDir()
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "agentcred-local-")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if rmErr := os.RemoveAll(dir); rmErr != nil && err == nil {
+			err = rmErr
+		}
+	}()
+	fmt.Println("agentcred-local: starting kube-apiserver and etcd from", assets)
+	env := &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join("config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+		WebhookInstallOptions: envtest.WebhookInstallOptions{Paths: []string{filepath.Join("config", "webhook")}},
+		BinaryAssetsDirectory: assets,
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		_ = env.Stop()
+		return fmt.Errorf("starting the local control plane: %w", err)
+	}
+	defer func() {
+		if stopErr := env.Stop(); stopErr != nil && err == nil {
+			err = stopErr
+		}
+		fmt.Println("agentcred-local: stopped kube-apiserver and etcd and removed", dir)
+	}()
+	kubeconfig, err := writeKubeconfig(env, dir)
+	if err != nil {
+		return err
+	}
+	if err := createNamespace(ctx, cfg, o.OperatorNamespace()); err != nil {
+		return err
+	}
+	wio := env.WebhookInstallOptions
+	o.UseLocalWebhook(wio.LocalServingHost, wio.LocalServingPort, wio.LocalServingCertDir)
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- operator.Run(runCtx, cfg, o) }()
+	if err := waitReady(runCtx, localURL(o.ProbeAddress())+"/readyz", errc); err != nil {
+		return err
+	}
+	printBanner(kubeconfig, localURL(o.AuthAddress()))
+	select {
+	case <-ctx.Done():
+		fmt.Println("agentcred-local: stopping")
+		cancel()
+		return <-errc
+	case err := <-errc:
+		return err
+	}
+}
+
+func writeKubeconfig(env *envtest.Environment, dir string) (string, error) {
+	user, err := env.AddUser(envtest.User{Name: "local-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return "", fmt.Errorf("creating an admin user: %w", err)
+	}
+	raw, err := user.KubeConfig()
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, "kubeconfig")
+	return path, os.WriteFile(path, raw, 0o600)
+}
+
+func createNamespace(ctx context.Context, cfg *rest.Config, name string) error {
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	_, err = cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	return err
+}
+
+// localURL turns a listen address such as ":8082" into a URL on loopback.
+func localURL(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "http://" + addr
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
+func waitReady(ctx context.Context, url string, errc <-chan error) error {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(2 * time.Minute)
+	for {
+		select {
+		case err := <-errc:
+			return fmt.Errorf("the manager stopped before it was ready: %w", err)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-deadline:
+			return fmt.Errorf("the manager was not ready after 2 minutes (%s)", url)
+		case <-tick.C:
+			resp, err := http.Get(url) //nolint:gosec,noctx // loopback probe of our own server
+			if err == nil {
+				_ = resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					return nil
+				}
+			}
+		}
+	}
+}
+
+func printBanner(kubeconfig, authURL string) {
+	fmt.Printf(`
+agentcred is ready on a local control plane (kube-apiserver + etcd).
+Try it in another shell:
+
+  export KUBECONFIG=%s
+  kubectl apply -f config/samples/auth_v1alpha1_agentcredential_apikey.yaml
+  kubectl wait --for=condition=Ready agentcredential/billing-agent
+  KEY=$(kubectl get secret billing-agent -o jsonpath='{.data.api-key}' | base64 -d)
+  curl -i -H "X-API-Key: $KEY" %s/auth/verify
+
+Press Ctrl-C to stop; the control plane and its files are removed.
+`, kubeconfig, authURL)
+}

@@ -1,0 +1,40 @@
+package operator
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestParseFlags(t *testing.T) {
+	t.Setenv("POD_NAMESPACE", "")
+	o, err := ParseFlags(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.OperatorNamespace() != "agentcred-system" || o.AuthAddress() != ":8082" || o.ProbeAddress() != ":8081" ||
+		!o.enableController || !o.enableWebhook || !o.enableAuthEndpoint || o.webhookPort != 9443 {
+		t.Fatalf("defaults wrong: %+v", o)
+	}
+	t.Setenv("POD_NAMESPACE", "from-env")
+	if o, _ := ParseFlags(nil); o.OperatorNamespace() != "from-env" {
+		t.Fatal("POD_NAMESPACE not used")
+	}
+	if o, _ := ParseFlags([]string{"--operator-namespace=flag"}); o.OperatorNamespace() != "flag" {
+		t.Fatal("--operator-namespace does not win over POD_NAMESPACE")
+	}
+	bad := map[string][]string{
+		"session-ttl":                   {"--session-ttl=25h"},
+		"max-concurrent-reconciles":     {"--max-concurrent-reconciles=0"},
+		"auth-tls-cert-file":            {"--auth-tls-cert-file=/x"},
+		"trusted-proxies":               {"--trusted-proxies=10.0.0.0/40"},
+		"nothing to run":                {"--enable-controller=false", "--enable-webhook=false", "--enable-auth-endpoint=false"},
+		"webhook-cert-management":       {"--webhook-cert-management=magic"},
+		"session-key-rotation":          {"--session-key-rotation=1m"},
+		"flag provided but not defined": {"--no-such-flag"},
+	}
+	for want, args := range bad {
+		if _, err := ParseFlags(args); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ParseFlags(%v) error = %v, want it to mention %q", args, err, want)
+		}
+	}
+}

@@ -122,16 +122,13 @@ func TestEveryKustomizationPassesServerSideDryRun(t *testing.T) {
 	stubCRD(t, "cert-manager.io", "Issuer", "issuers")
 	stubCRD(t, "monitoring.coreos.com", "ServiceMonitor", "servicemonitors")
 	ensureNamespace(t, operatorNamespace)
-	for _, dir := range []string{"default", "overlays/cert-manager", "overlays/auth-only", "overlays/prometheus", "samples", "crd"} {
+	for _, dir := range []string{"default", "overlays/cert-manager", "overlays/auth-only", "overlays/prometheus", "crd"} {
 		t.Run(dir, func(t *testing.T) {
 			objs := render(t, dir)
 			if len(objs) == 0 {
 				t.Fatal("rendered nothing")
 			}
 			for _, o := range objs {
-				if dir == "samples" {
-					o.SetNamespace("default")
-				}
 				err := k8s.Apply(ctx, client.ApplyConfigurationFromUnstructured(o), client.DryRunAll, client.FieldOwner("manifests-test"), client.ForceOwnership)
 				if err != nil {
 					raw, _ := yaml.Marshal(o.Object)

@@ -37,6 +37,14 @@ manifests: $(CONTROLLER_GEN) ## Generate the CRD, RBAC and webhook manifests und
 generate: $(CONTROLLER_GEN) ## Generate DeepCopy methods for the API types.
 	$(CONTROLLER_GEN) object paths="./api/..."
 
+.PHONY: docs
+docs: manifests ## Generate docs/crd-reference.md from the CRD.
+	go run ./hack/crdref config/crd/bases/auth.agrenting.io_agentcredentials.yaml > docs/crd-reference.md
+
+.PHONY: docs-check
+docs-check: ## Check the docs against the code: flags, make targets, paths, CLI commands, the generated CRD reference.
+	go test -count=1 ./test/docs/
+
 .PHONY: fmt
 fmt: ## Run go fmt.
 	go fmt ./...

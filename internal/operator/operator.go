@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/open-policy-agent/cert-controller/pkg/rotator"
@@ -74,9 +75,8 @@ type Options struct {
 // maxSessionTTL bounds --session-ttl; spec.sessionTTL has the same bound.
 const maxSessionTTL = 24 * time.Hour
 
-// ParseFlags parses the manager's flags.
-func ParseFlags(args []string) (*Options, error) {
-	o := &Options{}
+// newFlagSet defines every flag of the manager, bound to o.
+func newFlagSet(o *Options) *flag.FlagSet {
 	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
 	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz.")
@@ -101,6 +101,24 @@ func ParseFlags(args []string) (*Options, error) {
 	fs.Float64Var(&o.failureRate, "auth-failure-rate", 1, "Failed attempts per second a client address may make once its burst is spent; 0 disables throttling.")
 	fs.IntVar(&o.failureBurst, "auth-failure-burst", 20, "Failed attempts a client address may make at once.")
 	o.zap.BindFlags(fs)
+	return fs
+}
+
+// FlagNames lists the manager's own flags (not the logging ones), for docs checks.
+func FlagNames() []string {
+	var names []string
+	newFlagSet(&Options{}).VisitAll(func(f *flag.Flag) {
+		if !strings.HasPrefix(f.Name, "zap-") && f.Name != "kubeconfig" {
+			names = append(names, f.Name)
+		}
+	})
+	return names
+}
+
+// ParseFlags parses the manager's flags.
+func ParseFlags(args []string) (*Options, error) {
+	o := &Options{}
+	fs := newFlagSet(o)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}

@@ -1,0 +1,139 @@
+// Package docs checks the README and docs/ against the code (`make
+// docs-check`): every manager flag is documented and every documented flag
+// exists, every `make` target named exists, every repository path named
+// exists, every `kubectl agentcred` command named exists, and the generated
+// CRD reference is fresh. The commands of the README's journey are run by
+// test/e2e.
+package docs
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/agrenting/agentcred/internal/crdref"
+	"github.com/agrenting/agentcred/internal/operator"
+	"github.com/agrenting/agentcred/test/controlplane"
+)
+
+func read(t *testing.T, rel string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(controlplane.RepoRoot(), rel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// docs returns README.md and every file in docs/, by name.
+func docs(t *testing.T) map[string]string {
+	t.Helper()
+	out := map[string]string{"README.md": read(t, "README.md")}
+	entries, err := os.ReadDir(filepath.Join(controlplane.RepoRoot(), "docs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".md") {
+			out["docs/"+e.Name()] = read(t, "docs/"+e.Name())
+		}
+	}
+	return out
+}
+
+func TestEveryManagerFlagIsDocumentedAndNoOther(t *testing.T) {
+	readme := read(t, "README.md")
+	table := readme[strings.Index(readme, "### Manager flags"):]
+	table = table[:strings.Index(table, "\n### ")]
+	documented := map[string]bool{}
+	for _, m := range regexp.MustCompile("`--([a-z0-9-]+)`").FindAllStringSubmatch(table, -1) {
+		documented[m[1]] = true
+	}
+	known := map[string]bool{}
+	for _, f := range operator.FlagNames() {
+		known[f] = true
+		if !documented[f] {
+			t.Errorf("flag --%s is not in the README's flag table", f)
+		}
+	}
+	for f := range documented {
+		if !known[f] && !strings.HasPrefix(f, "zap-") {
+			t.Errorf("the README documents --%s, which the manager does not have", f)
+		}
+	}
+}
+
+func TestMakeTargetsNamedInDocsExist(t *testing.T) {
+	makefile := read(t, "Makefile")
+	targets := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^([a-zA-Z0-9_-]+):`).FindAllStringSubmatch(makefile, -1) {
+		targets[m[1]] = true
+	}
+	for name, text := range docs(t) {
+		for _, m := range regexp.MustCompile("`make ([a-z][a-z0-9-]*)").FindAllStringSubmatch(text, -1) {
+			if !targets[m[1]] {
+				t.Errorf("%s names `make %s`, which the Makefile lacks", name, m[1])
+			}
+		}
+	}
+}
+
+func TestPathsNamedInDocsExist(t *testing.T) {
+	re := regexp.MustCompile("(?:^|[\\s(`\\[])((?:config|docs|test|hack|cmd|internal|api|controllers|webhook)/[A-Za-z0-9_./-]*[A-Za-z0-9_/-])")
+	for name, text := range docs(t) {
+		for _, m := range re.FindAllStringSubmatch(text, -1) {
+			p := strings.TrimSuffix(m[1], "/")
+			if strings.Contains(p, "*") || strings.HasPrefix(p, "config/crd/bases/auth") && !strings.HasSuffix(p, ".yaml") {
+				continue
+			}
+			if _, err := os.Stat(filepath.Join(controlplane.RepoRoot(), p)); err != nil {
+				t.Errorf("%s names %s, which does not exist", name, p)
+			}
+		}
+	}
+}
+
+func TestCLICommandsNamedInDocsExist(t *testing.T) {
+	known := map[string]bool{"rotate": true, "status": true, "key": true, "check": true}
+	for name, text := range docs(t) {
+		for _, m := range regexp.MustCompile(`kubectl agentcred ([a-z]+)`).FindAllStringSubmatch(text, -1) {
+			if !known[m[1]] {
+				t.Errorf("%s names `kubectl agentcred %s`, which the CLI lacks", name, m[1])
+			}
+		}
+	}
+	usage := read(t, "internal/cli/cli.go")
+	for c := range known {
+		if !strings.Contains(usage, "kubectl agentcred "+c+" ") {
+			t.Errorf("the CLI's usage does not list %s", c)
+		}
+	}
+}
+
+func TestCRDReferenceIsGenerated(t *testing.T) {
+	want, err := crdref.Render([]byte(read(t, "config/crd/bases/auth.agrenting.io_agentcredentials.yaml")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, "docs/crd-reference.md"); got != want {
+		t.Fatal("docs/crd-reference.md is stale: run `make docs` and commit it")
+	}
+}
+
+func TestSamplesNamedInTheJourneyExist(t *testing.T) {
+	readme := read(t, "README.md")
+	var names []string
+	for _, m := range regexp.MustCompile(`agentcredential/([a-z-]+)`).FindAllStringSubmatch(readme, -1) {
+		names = append(names, m[1])
+	}
+	sort.Strings(names)
+	samples := read(t, "config/samples/auth_v1alpha1_agentcredential_apikey.yaml") + read(t, "config/samples/auth_v1alpha1_agentcredential_usertoken.yaml")
+	for _, n := range names {
+		if !strings.Contains(samples, "name: "+n) {
+			t.Errorf("the README waits for agentcredential/%s, which no sample creates", n)
+		}
+	}
+}

@@ -46,8 +46,11 @@ func docs(t *testing.T) map[string]string {
 
 func TestEveryManagerFlagIsDocumentedAndNoOther(t *testing.T) {
 	readme := read(t, "README.md")
-	table := readme[strings.Index(readme, "### Manager flags"):]
-	table = table[:strings.Index(table, "\n### ")]
+	_, table, found := strings.Cut(readme, "### Manager flags")
+	if !found {
+		t.Fatal("the README has no \"### Manager flags\" section")
+	}
+	table, _, _ = strings.Cut(table, "\n### ")
 	documented := map[string]bool{}
 	for _, m := range regexp.MustCompile("`--([a-z0-9-]+)`").FindAllStringSubmatch(table, -1) {
 		documented[m[1]] = true

@@ -74,8 +74,9 @@ fuzz: ## Run every fuzz target for FUZZTIME each (default 10s).
 	hack/fuzz.sh $${FUZZTIME:-10s}
 
 .PHONY: bench
-bench: ## Run the in-process benchmarks (figures and method in docs/benchmarks.md).
+bench: ## Run the in-process benchmarks and a short loopback load run with ratios to a bare handler (docs/benchmarks.md).
 	go test -run '^$$' -bench . -benchmem -count $${COUNT:-5} ./internal/...
+	go run ./hack/authload --credentials 100000 --duration $${LOAD_DURATION:-2s} --runs $${LOAD_RUNS:-3}
 
 ##@ Build
 

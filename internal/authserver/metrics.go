@@ -7,13 +7,24 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// Label values the server reports; the counters for their combinations are
+// resolved once, so a request costs no label hashing.
+var (
+	endpoints = []string{"verify", "authenticate", "tokenreview"}
+	methods   = []Method{MethodAPIKey, MethodUserToken, MethodSession, MethodNone}
+	statuses  = []int{200, 400, 401, 403, 405, 429, 500, 503}
+)
+
 type serverMetrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	// counters[endpoint][method][status] for the known label values.
+	counters  [][][]prometheus.Counter
+	observers []prometheus.Observer
 }
 
 func newServerMetrics() *serverMetrics {
-	return &serverMetrics{
+	m := &serverMetrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "agentcred_auth_requests_total",
 			Help: "Requests to the auth endpoint by endpoint, authentication method and HTTP status code.",
@@ -24,6 +35,19 @@ func newServerMetrics() *serverMetrics {
 			Buckets: []float64{0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1},
 		}, []string{"endpoint"}),
 	}
+	m.counters = make([][][]prometheus.Counter, len(endpoints))
+	m.observers = make([]prometheus.Observer, len(endpoints))
+	for e, endpoint := range endpoints {
+		m.observers[e] = m.duration.WithLabelValues(endpoint)
+		m.counters[e] = make([][]prometheus.Counter, len(methods))
+		for mi, method := range methods {
+			m.counters[e][mi] = make([]prometheus.Counter, len(statuses))
+			for si, status := range statuses {
+				m.counters[e][mi][si] = m.requests.WithLabelValues(endpoint, string(method), strconv.Itoa(status))
+			}
+		}
+	}
+	return m
 }
 
 func (m *serverMetrics) register(reg prometheus.Registerer) error {
@@ -35,13 +59,21 @@ func (m *serverMetrics) register(reg prometheus.Registerer) error {
 	return nil
 }
 
-var statusText = map[int]string{200: "200", 400: "400", 401: "401", 403: "403", 405: "405", 429: "429", 500: "500", 503: "503"}
-
-func (m *serverMetrics) observe(endpoint string, o outcome, d time.Duration) {
-	code, ok := statusText[o.status]
-	if !ok {
-		code = strconv.Itoa(o.status)
+func indexOf[T comparable](list []T, v T) int {
+	for i, x := range list {
+		if x == v {
+			return i
+		}
 	}
-	m.requests.WithLabelValues(endpoint, string(o.method), code).Inc()
-	m.duration.WithLabelValues(endpoint).Observe(d.Seconds())
+	return -1
+}
+
+func (m *serverMetrics) observe(endpoint int, o outcome, d time.Duration) {
+	m.observers[endpoint].Observe(d.Seconds())
+	mi, si := indexOf(methods, o.method), indexOf(statuses, o.status)
+	if mi < 0 || si < 0 {
+		m.requests.WithLabelValues(endpoints[endpoint], string(o.method), strconv.Itoa(o.status)).Inc()
+		return
+	}
+	m.counters[endpoint][mi][si].Inc()
 }

@@ -81,10 +81,10 @@ func New(index *Index, opts Options) (*Server, error) {
 		}
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("/auth/verify", s.instrument("verify", s.handleVerify))
-	mux.HandleFunc("/auth/verify/", s.instrument("verify", s.handleVerify))
-	mux.HandleFunc("POST /auth/authenticate", s.instrument("authenticate", s.handleAuthenticate))
-	mux.HandleFunc("POST /tokenreview", s.instrument("tokenreview", s.handleTokenReview))
+	mux.HandleFunc("/auth/verify", s.instrument(endpointVerify, s.handleVerify))
+	mux.HandleFunc("/auth/verify/", s.instrument(endpointVerify, s.handleVerify))
+	mux.HandleFunc("POST /auth/authenticate", s.instrument(endpointAuthenticate, s.handleAuthenticate))
+	mux.HandleFunc("POST /tokenreview", s.instrument(endpointTokenReview, s.handleTokenReview))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
 	mux.HandleFunc("GET /readyz", s.handleReadyz)
 	s.handler = mux
@@ -157,7 +157,14 @@ type outcome struct {
 	status int
 }
 
-func (s *Server) instrument(endpoint string, h func(http.ResponseWriter, *http.Request) outcome) http.HandlerFunc {
+// Indices into endpoints, for metrics.
+const (
+	endpointVerify = iota
+	endpointAuthenticate
+	endpointTokenReview
+)
+
+func (s *Server) instrument(endpoint int, h func(http.ResponseWriter, *http.Request) outcome) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		o := h(w, r)

@@ -1,12 +1,16 @@
 package session
 
 import (
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"hash"
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
 	"time"
 )
 
@@ -57,6 +61,22 @@ func NewKey(now, expiresAt time.Time) (Key, error) {
 // Keyring is the set of signing keys; every unexpired key verifies.
 type Keyring struct {
 	Keys []Key
+
+	// macs pools keyed HMAC states per key ID, so verifying a token does
+	// not set up HMAC-SHA256 from scratch.
+	macsOnce sync.Once
+	macs     map[string]*sync.Pool
+}
+
+func (r *Keyring) macPool(k Key) *sync.Pool {
+	r.macsOnce.Do(func() {
+		r.macs = make(map[string]*sync.Pool, len(r.Keys))
+		for _, key := range r.Keys {
+			secret := key.Secret
+			r.macs[key.ID] = &sync.Pool{New: func() any { return hmac.New(sha256.New, secret) }}
+		}
+	})
+	return r.macs[k.ID]
 }
 
 // ParseKeyring reads the keyring from the signing-key Secret's data.
@@ -154,4 +174,21 @@ func Rotate(r *Keyring, now time.Time, every, maxTTL time.Duration) (*Keyring, b
 	}
 	sort.Slice(out.Keys, func(i, j int) bool { return out.Keys[i].CreatedAt.Before(out.Keys[j].CreatedAt) })
 	return out, changed, nil
+}
+
+// verifyMAC checks mac over payload with k in constant time, using a pooled
+// HMAC state when k belongs to the keyring.
+func (r *Keyring) verifyMAC(k Key, payload, mac []byte) bool {
+	pool := r.macPool(k)
+	if pool == nil {
+		return hmac.Equal(mac, sign(k.Secret, payload))
+	}
+	h := pool.Get().(hash.Hash)
+	h.Reset()
+	h.Write([]byte(credentialPrefix))
+	h.Write(payload)
+	var sum [sha256.Size]byte
+	ok := hmac.Equal(mac, h.Sum(sum[:0]))
+	pool.Put(h)
+	return ok
 }

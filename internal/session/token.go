@@ -37,6 +37,9 @@ const (
 
 var strictEncoding = base64.RawURLEncoding.Strict()
 
+// credentialPrefix is signed along with the payload.
+const credentialPrefix = credential.SessionPrefix
+
 // Errors from Parse. They never include the token.
 var (
 	ErrMalformed    = errors.New("malformed session token")
@@ -109,8 +112,10 @@ func Parse(token string, keyring *Keyring, now time.Time) (Claims, error) {
 			return Claims{}, ErrMalformed
 		}
 	}
+	var encoded [MaxTokenLen]byte
+	m := copy(encoded[:], body) // a stack copy: converting the string would allocate
 	var raw [maxRawLen]byte
-	n, err := strictEncoding.Decode(raw[:], []byte(body))
+	n, err := strictEncoding.Decode(raw[:], encoded[:m])
 	if err != nil || n < fixedLen+macLen {
 		return Claims{}, ErrMalformed
 	}
@@ -127,7 +132,7 @@ func Parse(token string, keyring *Keyring, now time.Time) (Claims, error) {
 	if !ok {
 		return Claims{}, ErrUnknownKey
 	}
-	if !hmac.Equal(mac, sign(key.Secret, payload)) {
+	if !keyring.verifyMAC(key, payload, mac) {
 		return Claims{}, ErrBadSignature
 	}
 	c := Claims{

@@ -78,6 +78,10 @@ bench: ## Run the in-process benchmarks and a short loopback load run with ratio
 	go test -run '^$$' -bench . -benchmem -count $${COUNT:-5} ./internal/...
 	go run ./hack/authload --credentials 100000 --duration $${LOAD_DURATION:-2s} --runs $${LOAD_RUNS:-3}
 
+.PHONY: bench-scale
+bench-scale: ## Measure revocation latency, reconcile throughput and unrelated-Secret memory against a real API server; AGENTCRED_SCALE_N=10000 for more.
+	KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(hack/controlplane.sh)}" go test -run '^$$' -bench . -benchtime 1x -timeout 60m ./test/scale/
+
 ##@ Build
 
 .PHONY: build

@@ -133,10 +133,11 @@ func (r *AgentCredentialReconciler) reconcileKey(ctx context.Context, cred *auth
 	return r.syncHashMetadata(ctx, cred, hash)
 }
 
-// rotate issues a new key in three writes ordered so that an interruption
+// rotate issues a new key with writes ordered so that an interruption
 // between any two leaves the agent Secret holding a key the hash Secret
 // accepts: stage the new hash, write the key, then promote the new hash and
-// drop (or put in grace) the old one.
+// drop (or put in grace) the old one. A first issue has nothing to keep
+// working, so its final hash is written at once (rotation.NeedsStaging).
 func (r *AgentCredentialReconciler) rotate(ctx context.Context, cred *authv1alpha1.AgentCredential, agent *agentSecret, hash *hashSecret, reason rotation.Reason) error {
 	key, digest, err := newKey(cred)
 	if err != nil {
@@ -148,15 +149,21 @@ func (r *AgentCredentialReconciler) rotate(ctx context.Context, cred *authv1alph
 	}
 	staged := rotation.Stage(*base, digest, reason, r.Clock.Now())
 	r.refreshRecord(cred, &staged)
-	if err := r.writeHashSecret(ctx, cred, hash, &staged); err != nil {
+	promoted := rotation.Promote(staged, cred.GracePeriod(), cred.RotationRequest())
+	if !rotation.NeedsStaging(agent.key, reason) {
+		if err := r.writeHashSecret(ctx, cred, hash, &promoted); err != nil {
+			return fmt.Errorf("writing the new key's hash: %w", err)
+		}
+	} else if err := r.writeHashSecret(ctx, cred, hash, &staged); err != nil {
 		return fmt.Errorf("staging the new key's hash: %w", err)
 	}
 	if err := r.writeAgentKey(ctx, cred, agent, key); err != nil {
 		return fmt.Errorf("writing the new key to Secret %s: %w", cred.SecretName(), err)
 	}
-	promoted := rotation.Promote(staged, cred.GracePeriod(), cred.RotationRequest())
-	if err := r.writeHashSecret(ctx, cred, hash, &promoted); err != nil {
-		return fmt.Errorf("promoting the new key's hash: %w", err)
+	if hash.record.Pending != nil {
+		if err := r.writeHashSecret(ctx, cred, hash, &promoted); err != nil {
+			return fmt.Errorf("promoting the new key's hash: %w", err)
+		}
 	}
 	r.recordRotation(ctx, cred, &promoted, reason)
 	return nil

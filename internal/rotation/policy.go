@@ -82,7 +82,9 @@ func Assess(agent AgentKey, rec *hashsecret.Record, statusKeyID string) (Action,
 			return RebuildRecord, None
 		}
 	}
-	if statusKeyID == "" && rec == nil {
+	if statusKeyID == "" {
+		// No key was ever reported: whatever record exists is from an issue
+		// that did not finish.
 		return IssueKey, Issue
 	}
 	return IssueKey, Reissue
@@ -103,6 +105,16 @@ func Due(rec *hashsecret.Record, period time.Duration, request string, now time.
 		return Scheduled
 	}
 	return None
+}
+
+// NeedsStaging reports whether a new key must be staged (accepted by the
+// endpoint) before it is written to the agent Secret. A first issue needs no
+// staging: nothing has to keep working, and if the process dies before the
+// agent Secret is written, the next reconcile simply issues again. Every
+// other rotation stages, so that an interruption neither breaks the key in
+// the agent Secret nor counts a rotation twice.
+func NeedsStaging(agent AgentKey, reason Reason) bool {
+	return agent.Valid || reason != Issue
 }
 
 // Stage returns rec with a new key staged as pending. The staged key is

@@ -68,7 +68,7 @@ func TestAssess(t *testing.T) {
 		{"agent key corrupted", AgentKey{Present: true}, record(), k1.KeyID(), IssueKey, Reissue},
 		{"agent key replaced by a foreign valid key", valid(k3), record(), k1.KeyID(), IssueKey, Reissue},
 		{"both Secrets lost", AgentKey{}, nil, k1.KeyID(), IssueKey, Reissue},
-		{"record exists but status never written", AgentKey{}, record(), "", IssueKey, Reissue},
+		{"an issue that did not finish", AgentKey{}, record(), "", IssueKey, Issue},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -185,5 +185,24 @@ func TestPruneAndRequeue(t *testing.T) {
 	}
 	if got := RequeueAfter(&pruned, 90*day, t0.Add(100*day)); got != time.Second {
 		t.Fatalf("RequeueAfter overdue = %v, want 1s", got)
+	}
+}
+
+func TestNeedsStaging(t *testing.T) {
+	tests := []struct {
+		name   string
+		agent  AgentKey
+		reason Reason
+		want   bool
+	}{
+		{"first issue", AgentKey{}, Issue, false},
+		{"reissue of a lost key: staged so a crash does not count twice", AgentKey{Present: true}, Reissue, true},
+		{"scheduled", AgentKey{Present: true, Valid: true, Digest: k1}, Scheduled, true},
+		{"requested", AgentKey{Present: true, Valid: true, Digest: k1}, Requested, true},
+	}
+	for _, tt := range tests {
+		if got := NeedsStaging(tt.agent, tt.reason); got != tt.want {
+			t.Errorf("%s: NeedsStaging = %v, want %v", tt.name, got, tt.want)
+		}
 	}
 }

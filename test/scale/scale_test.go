@@ -1,0 +1,475 @@
+// Package scale measures the operator against a real kube-apiserver + etcd:
+// revocation latency, reconcile throughput against a client-side ceiling, and
+// whether unrelated Secrets cost the controller memory. It holds benchmarks
+// only; `make bench-scale` runs them (AGENTCRED_SCALE_N sets the number of
+// credentials, default 1000). Nothing starts when no benchmark is asked for.
+package scale
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
+	"github.com/agrenting/agentcred/controllers"
+	"github.com/agrenting/agentcred/internal/agentindex"
+	"github.com/agrenting/agentcred/internal/authserver"
+	"github.com/agrenting/agentcred/test/controlplane"
+	"github.com/go-logr/logr"
+)
+
+const operatorNamespace = "agentcred-system"
+
+var (
+	env     *controlplane.Env
+	k8s     client.Client
+	authURL string
+	ctx     = context.Background()
+	workers = 16
+)
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if f := flag.Lookup("test.bench"); f == nil || f.Value.String() == "" {
+		os.Exit(m.Run()) // no benchmarks asked for: start nothing
+	}
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	fail := func(err error) int { fmt.Fprintln(os.Stderr, err); return 1 }
+	var err error
+	if env, err = controlplane.Start(); err != nil {
+		return fail(err)
+	}
+	defer func() { _ = env.Stop() }()
+	cfg := rest.CopyConfig(env.Config)
+	cfg.QPS, cfg.Burst = 1000, 2000 // the ceiling and the controller get the same client limits
+	if k8s, err = client.New(cfg, client.Options{Scheme: controlplane.Scheme()}); err != nil {
+		return fail(err)
+	}
+	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: operatorNamespace}}); err != nil {
+		return fail(err)
+	}
+	return m.Run()
+}
+
+// startOperator runs the controller and the auth endpoint in-process with
+// the real clock, as the manager binary does.
+func startOperator(b *testing.B, concurrency int) (stop func()) {
+	stop, _ = startOperatorWithCache(b, concurrency)
+	return stop
+}
+
+// startOperatorWithCache also returns the manager's cache-backed client.
+func startOperatorWithCache(b *testing.B, concurrency int) (func(), client.Client) {
+	b.Helper()
+	cfg := rest.CopyConfig(env.Config)
+	cfg.QPS, cfg.Burst = 1000, 2000
+	operatorRequests.reset()
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return &countingTransport{next: rt} })
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme: controlplane.Scheme(), Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
+		Cache: controllers.CacheOptions(), Logger: logr.Discard(),
+		// Each benchmark starts its own manager in this process.
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	mctx, cancel := context.WithCancel(ctx)
+	if err := agentindex.Register(mctx, mgr.GetFieldIndexer()); err != nil {
+		b.Fatal(err)
+	}
+	r := &controllers.AgentCredentialReconciler{
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(), Clock: clock.RealClock{},
+		Recorder: mgr.GetEventRecorder("agentcred"), OperatorNamespace: operatorNamespace, Metrics: controllers.NewMetrics(mgr.GetCache()),
+	}
+	if err := r.SetupWithManager(mgr, controllers.SetupOptions{MaxConcurrentReconciles: concurrency}); err != nil {
+		b.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	authURL = "http://" + ln.Addr().String()
+	index := authserver.NewIndex()
+	server, err := authserver.New(index, authserver.Options{Listener: ln, FailureRate: 0, Log: logr.Discard()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := mgr.Add(&authserver.Source{Client: cs, Namespace: operatorNamespace, Index: index, Server: server, Log: logr.Discard()}); err != nil {
+		b.Fatal(err)
+	}
+	if err := mgr.Add(server); err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(mctx) }()
+	return func() {
+		cancel()
+		if err := <-done; err != nil {
+			b.Errorf("manager: %v", err)
+		}
+	}, mgr.GetClient()
+}
+
+// operatorRequests counts the API requests the operator makes, by method and resource.
+var operatorRequests = &requestCounter{}
+
+type requestCounter struct {
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+func (c *requestCounter) reset() {
+	c.mu.Lock()
+	c.counts = map[string]int{}
+	c.mu.Unlock()
+}
+
+func (c *requestCounter) add(key string) {
+	c.mu.Lock()
+	c.counts[key]++
+	c.mu.Unlock()
+}
+
+// report adds requests-per-credential metrics for each method and resource.
+func (c *requestCounter) report(b *testing.B, n int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	total := 0
+	for k, v := range c.counts {
+		total += v
+		b.ReportMetric(float64(v)/float64(n), k+"/credential")
+	}
+	b.ReportMetric(float64(total)/float64(n), "api-requests/credential")
+}
+
+type countingTransport struct{ next http.RoundTripper }
+
+func (t *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
+	resource := ""
+	for i, p := range parts {
+		if p == "namespaces" && i+2 < len(parts) {
+			resource = parts[i+2]
+			if i+4 < len(parts) {
+				resource += "/" + parts[i+4]
+			}
+		}
+	}
+	if resource == "" && len(parts) > 0 {
+		resource = parts[len(parts)-1]
+	}
+	if r.URL.Query().Get("watch") == "true" {
+		resource += "-watch"
+	}
+	operatorRequests.add(r.Method + "-" + resource)
+	return t.next.RoundTrip(r)
+}
+
+func scaleN() int {
+	if n, err := strconv.Atoi(os.Getenv("AGENTCRED_SCALE_N")); err == nil && n > 0 {
+		return n
+	}
+	return 1000
+}
+
+var nsCounter atomic.Int64
+
+func newNamespace(b *testing.B, prefix string) string {
+	b.Helper()
+	name := fmt.Sprintf("%s-%d", prefix, nsCounter.Add(1))
+	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
+		b.Fatal(err)
+	}
+	return name
+}
+
+func credential(ns string, i int) *authv1alpha1.AgentCredential {
+	return &authv1alpha1.AgentCredential{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("agent-%d", i)},
+		Spec:       authv1alpha1.AgentCredentialSpec{AgentID: fmt.Sprintf("%08x-0000-4000-8000-%012d", nsCounter.Load(), i)},
+	}
+}
+
+// parallel runs f(i) for i in [0,n) on workers goroutines and returns the first error.
+func parallel(n int, f func(i int) error) error {
+	var next atomic.Int64
+	var firstErr error
+	var once sync.Once
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				if err := f(i); err != nil {
+					once.Do(func() { firstErr = err })
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return firstErr
+}
+
+// ceiling is what a tight client loop does for n credentials without any
+// controller: create the credential, its agent Secret and its hash Secret,
+// and update its status — the writes the controller makes to issue a key.
+func ceiling(b *testing.B, n int) time.Duration {
+	b.Helper()
+	ns := newNamespace(b, "ceiling")
+	start := time.Now()
+	err := parallel(n, func(i int) error {
+		c := credential(ns, i)
+		c.Finalizers = []string{"scale.test/hold"} // the controller adds one too
+		if err := k8s.Create(ctx, c); err != nil {
+			return err
+		}
+		for _, s := range []*corev1.Secret{
+			{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: c.Name}, Data: map[string][]byte{"api-key": []byte("x")}},
+			{ObjectMeta: metav1.ObjectMeta{Namespace: operatorNamespace, Name: "ceiling-" + ns + "-" + c.Name}, Data: map[string][]byte{"h": []byte("x")}},
+		} {
+			if err := k8s.Create(ctx, s); err != nil {
+				return err
+			}
+		}
+		c.Status.KeyID = "0123456789ab"
+		meta.SetStatusCondition(&c.Status.Conditions, metav1.Condition{Type: "Ready", Status: "True", Reason: "KeyIssued", Message: "x"})
+		return k8s.Status().Update(ctx, c)
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return time.Since(start)
+}
+
+// countReady counts Ready credentials in ns from the manager's cache, so that
+// watching progress puts no load on the API server being measured.
+func countReady(c client.Client, ns string) int {
+	list := &authv1alpha1.AgentCredentialList{}
+	if err := c.List(ctx, list, client.InNamespace(ns)); err != nil {
+		return 0
+	}
+	ready := 0
+	for i := range list.Items {
+		if meta.IsStatusConditionTrue(list.Items[i].Status.Conditions, authv1alpha1.ReadyCondition) {
+			ready++
+		}
+	}
+	return ready
+}
+
+// BenchmarkReconcileThroughput creates N credentials at once and measures the
+// time until all are Ready, next to the ceiling measured in the same run
+// (before the controller starts, so it does not see the ceiling's objects).
+func BenchmarkReconcileThroughput(b *testing.B) {
+	n := scaleN()
+	for _, conc := range []int{4, 16} {
+		b.Run(fmt.Sprintf("credentials=%d/max-concurrent-reconciles=%d", n, conc), func(b *testing.B) {
+			for b.Loop() {
+				ceil := ceiling(b, n)
+				stop, cached := startOperatorWithCache(b, conc)
+				ns := newNamespace(b, "throughput")
+				start := time.Now()
+				if err := parallel(n, func(i int) error { return k8s.Create(ctx, credential(ns, i)) }); err != nil {
+					b.Fatal(err)
+				}
+				created := time.Since(start)
+				deadline := time.Now().Add(30 * time.Minute)
+				for countReady(cached, ns) < n {
+					if time.Now().After(deadline) {
+						b.Fatalf("only %d of %d Ready after 30 minutes", countReady(cached, ns), n)
+					}
+					time.Sleep(100 * time.Millisecond) //nolint:forbidigo // polling a benchmark's progress, not waiting for a test
+				}
+				total := time.Since(start)
+				stop()
+				operatorRequests.report(b, n)
+				b.ReportMetric(ceil.Seconds(), "ceiling-s")
+				b.ReportMetric(created.Seconds(), "create-s")
+				b.ReportMetric(total.Seconds(), "all-ready-s")
+				b.ReportMetric(float64(n)/total.Seconds(), "credentials/s")
+				b.ReportMetric(ceil.Seconds()/total.Seconds(), "ratio-to-ceiling")
+			}
+		})
+	}
+}
+
+func verifyStatus(key string) int {
+	req, _ := http.NewRequest(http.MethodGet, authURL+"/auth/verify", nil)
+	req.Header.Set("X-API-Key", key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func agentKey(b *testing.B, ns, name string) string {
+	b.Helper()
+	s := &corev1.Secret{}
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, s); err != nil {
+		b.Fatal(err)
+	}
+	return string(s.Data["api-key"])
+}
+
+// waitStatus polls /auth/verify every millisecond until it answers want, for
+// at most 30 s, and returns when it did.
+func waitStatus(b *testing.B, key string, want int) time.Time {
+	b.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if verifyStatus(key) == want {
+			return time.Now()
+		}
+		time.Sleep(time.Millisecond) //nolint:forbidigo // the measurement's polling interval
+	}
+	b.Fatalf("/auth/verify never answered %d", want)
+	return time.Time{}
+}
+
+func percentile(ds []time.Duration, p float64) time.Duration {
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	return ds[int(float64(len(ds)-1)*p)]
+}
+
+// BenchmarkRevocationLatency measures, over 200 trials, the time from the
+// API server accepting a rotate annotation (100 trials) or a delete (100
+// trials) to the old key's first 401 from /auth/verify, polled every 1 ms.
+func BenchmarkRevocationLatency(b *testing.B) {
+	stop := startOperator(b, 4)
+	defer stop()
+	for b.Loop() {
+		ns := newNamespace(b, "revoke")
+		var rotate, remove []time.Duration
+		c := credential(ns, 0)
+		if err := k8s.Create(ctx, c); err != nil {
+			b.Fatal(err)
+		}
+		waitReadyKey := func(name string) string {
+			deadline := time.Now().Add(30 * time.Second)
+			for time.Now().Before(deadline) {
+				s := &corev1.Secret{}
+				if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, s); err == nil {
+					if key := string(s.Data["api-key"]); key != "" && verifyStatus(key) == 200 {
+						return key
+					}
+				}
+				time.Sleep(5 * time.Millisecond) //nolint:forbidigo // setup polling
+			}
+			b.Fatal("credential never verified")
+			return ""
+		}
+		for trial := range 100 {
+			key := waitReadyKey(c.Name)
+			patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:"%d"}}}`, authv1alpha1.RotateAnnotation, trial)
+			if err := k8s.Patch(ctx, c, client.RawPatch("application/merge-patch+json", []byte(patch))); err != nil {
+				b.Fatal(err)
+			}
+			accepted := time.Now()
+			rotate = append(rotate, waitStatus(b, key, 401).Sub(accepted))
+			// Let the new key land before the next trial.
+			for agentKey(b, ns, c.Name) == key {
+				time.Sleep(5 * time.Millisecond) //nolint:forbidigo // setup polling
+			}
+		}
+		for trial := range 100 {
+			d := credential(ns, trial+1)
+			if err := k8s.Create(ctx, d); err != nil {
+				b.Fatal(err)
+			}
+			key := waitReadyKey(d.Name)
+			if err := k8s.Delete(ctx, d); err != nil {
+				b.Fatal(err)
+			}
+			accepted := time.Now()
+			remove = append(remove, waitStatus(b, key, 401).Sub(accepted))
+		}
+		b.ReportMetric(float64(percentile(rotate, 0.5).Microseconds())/1000, "rotate-p50-ms")
+		b.ReportMetric(float64(percentile(rotate, 0.99).Microseconds())/1000, "rotate-p99-ms")
+		b.ReportMetric(float64(percentile(remove, 0.5).Microseconds())/1000, "delete-p50-ms")
+		b.ReportMetric(float64(percentile(remove, 0.99).Microseconds())/1000, "delete-p99-ms")
+	}
+}
+
+// BenchmarkUnrelatedSecretsCostNothing creates N Secrets agentcred does not
+// own, first with no operator running and then with it running, and reports
+// the process heap growth of both and how many Secrets the manager's cache
+// holds: the Secret cache is restricted by label, so it should hold none of
+// them and the two growths should match.
+func BenchmarkUnrelatedSecretsCostNothing(b *testing.B) {
+	n := scaleN()
+	create := func(ns string) {
+		if err := parallel(n, func(i int) error {
+			return k8s.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("s-%d", i)},
+				Data: map[string][]byte{"blob": make([]byte, 1024)}})
+		}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for b.Loop() {
+		before := heap()
+		create(newNamespace(b, "unrelated-without"))
+		without := int64(heap()) - int64(before)
+
+		stop, cached := startOperatorWithCache(b, 4)
+		ns := newNamespace(b, "unrelated-with")
+		time.Sleep(2 * time.Second) //nolint:forbidigo // let the manager's informers settle before measuring
+		before = heap()
+		create(ns)
+		time.Sleep(2 * time.Second) //nolint:forbidigo // give a (wrongly) unrestricted informer time to fill
+		with := int64(heap()) - int64(before)
+		list := &corev1.SecretList{}
+		if err := cached.List(ctx, list, client.InNamespace(ns)); err != nil {
+			b.Fatal(err)
+		}
+		stop()
+		b.ReportMetric(float64(without)/1024/1024, "heap-growth-without-operator-MiB")
+		b.ReportMetric(float64(with)/1024/1024, "heap-growth-with-operator-MiB")
+		b.ReportMetric(float64(len(list.Items)), "unrelated-secrets-in-cache")
+	}
+}
+
+func heap() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}

@@ -59,7 +59,7 @@ func run(m *testing.M) int {
 	build := exec.Command("go", "build", "-o", binary, "./cmd/manager")
 	build.Dir = controlplane.RepoRoot()
 	if out, err := build.CombinedOutput(); err != nil {
-		return fail(fmt.Errorf("building the manager: %v\n%s", err, out))
+		return fail(fmt.Errorf("building the manager: %w\n%s", err, out))
 	}
 	if env, err = controlplane.Start(); err != nil {
 		return fail(err)

@@ -122,12 +122,18 @@ func freeAddr(t *testing.T) string {
 // SIGKILLed (if still running) when the test ends.
 func startReplica(t *testing.T, name string) *replica {
 	t.Helper()
+	return startReplicaWith(t, name, kubeconfig, "--leader-elect")
+}
+
+func startReplicaWith(t *testing.T, name, kubeconfigPath string, extra ...string) *replica {
+	t.Helper()
 	auth := freeAddr(t)
 	r := &replica{name: name, authURL: "http://" + auth, exited: make(chan struct{})}
-	r.cmd = exec.Command(binary, "--leader-elect", "--enable-webhook=false",
-		"--metrics-bind-address=0", "--health-probe-bind-address="+freeAddr(t), "--auth-bind-address="+auth,
-		"--operator-namespace="+operatorNamespace, "--zap-log-level=info")
-	r.cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+	args := append([]string{"--enable-webhook=false",
+		"--metrics-bind-address=0", "--health-probe-bind-address=" + freeAddr(t), "--auth-bind-address=" + auth,
+		"--operator-namespace=" + operatorNamespace, "--zap-log-level=info"}, extra...)
+	r.cmd = exec.Command(binary, args...)
+	r.cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfigPath)
 	r.cmd.Stdout, r.cmd.Stderr = r, r
 	if err := r.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -153,10 +159,13 @@ func (r *replica) isLeader() bool {
 
 func (r *replica) issued() int { return strings.Count(r.logs(), `"Issued key"`) }
 
+// httpClient gives up quickly, so a hung endpoint fails a check instead of the test.
+var httpClient = &http.Client{Timeout: 5 * time.Second}
+
 func verify(url, key string) int {
 	req, _ := http.NewRequest(http.MethodGet, url+"/auth/verify", nil)
 	req.Header.Set("X-API-Key", key)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := httpClient.Do(req)
 	if err != nil {
 		return 0
 	}

@@ -246,6 +246,12 @@ func TestRotateAnnotationRevokesOldKeyAtOnce(t *testing.T) {
 	annotate(t, cred, authv1alpha1.RotateAnnotation, "again")
 	cred = waitKeyChange(t, cred, cred.Status.KeyID)
 	g.Expect(cred.Status.RotationCount).To(BeEquivalentTo(2))
+
+	// A 10 KiB request rotates too, and is recorded as a digest.
+	annotate(t, cred, authv1alpha1.RotateAnnotation, strings.Repeat("r", 10<<10))
+	cred = waitKeyChange(t, cred, cred.Status.KeyID)
+	g.Expect(cred.Status.LastRotationRequest).To(HavePrefix("sha256:"))
+	g.Expect(len(cred.Status.LastRotationRequest)).To(BeNumerically("<", 100))
 }
 
 func TestDeleteRemovesBothSecrets(t *testing.T) {

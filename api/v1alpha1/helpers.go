@@ -1,6 +1,8 @@
 package v1alpha1
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"strings"
 	"time"
 )
@@ -66,7 +68,19 @@ func (c *AgentCredential) GracePeriod() time.Duration {
 	return DefaultGracePeriod
 }
 
-// RotationRequest returns the value of the rotate annotation, if any.
+// MaxRotationRequestLen is the longest rotate-annotation value recorded as
+// it is; a longer one is recorded as "sha256:" and its hex digest, so a huge
+// annotation cannot bloat the status or the hash Secret.
+const MaxRotationRequestLen = 128
+
+// RotationRequest returns the value of the rotate annotation as recorded in
+// status.lastRotationRequest: as it is, or digested when longer than
+// MaxRotationRequestLen. Empty when there is no annotation.
 func (c *AgentCredential) RotationRequest() string {
-	return c.Annotations[RotateAnnotation]
+	v := c.Annotations[RotateAnnotation]
+	if len(v) <= MaxRotationRequestLen {
+		return v
+	}
+	sum := sha256.Sum256([]byte(v))
+	return "sha256:" + hex.EncodeToString(sum[:])
 }

@@ -100,7 +100,12 @@ func TestSoakUnderRotation(t *testing.T) {
 	g.Expect(mgr.Add(server)).To(Succeed())
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(ctx) }()
-	defer func() { cancel(); <-done }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("manager: %v", err)
+		}
+	}()
 	url := "http://" + ln.Addr().String() + "/auth/verify"
 
 	const n = 100

@@ -458,3 +458,28 @@ func TestMetrics(t *testing.T) {
 func metricsRotations(reason string) prometheus.Collector {
 	return testMetrics.RotationsTotal.WithLabelValues(reason)
 }
+
+// TestNamesAtTheLimitsAndUnicode: a credential whose name is as long as
+// allowed (63, since agentcred puts it in label values) and a user token with
+// a non-ASCII user are issued like any other; a longer name is refused.
+func TestNamesAtTheLimitsAndUnicode(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	err := k8s.Create(ctx, apiKeyCredential(ns, strings.Repeat("a", 64)))
+	g.Expect(err).To(MatchError(ContainSubstring("metadata.name must be at most 63 characters")))
+	long := strings.Repeat("a", 63)
+	cred := apiKeyCredential(ns, long)
+	create(t, cred)
+	cred = waitReady(t, cred)
+	g.Expect(len(hashSecretKey(cred).Name)).To(BeNumerically("<=", 63))
+	g.Expect(agentSecret(t, ns, long).Data).To(HaveKey(controllers.AgentSecretAPIKey))
+
+	ut := &authv1alpha1.AgentCredential{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "unicode"},
+		Spec:       authv1alpha1.AgentCredentialSpec{Type: authv1alpha1.UserTokenType, User: "jürgen.østergård@例え.jp", Agents: []string{newAgentID()}},
+	}
+	create(t, ut)
+	waitReady(t, ut)
+	g.Expect(hashRecord(t, ut).User).To(Equal("jürgen.østergård@例え.jp"))
+	g.Expect(string(agentSecret(t, ns, "unicode").Data[controllers.AgentSecretUser])).To(Equal("jürgen.østergård@例え.jp"))
+}

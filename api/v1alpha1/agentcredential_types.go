@@ -205,6 +205,7 @@ type AgentCredentialStatus struct {
 // for the auth endpoint and rotate it on a schedule.
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
+// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63",message="metadata.name must be at most 63 characters: agentcred labels the Secrets it creates with it"
 // +kubebuilder:resource:shortName=agentcred;agc,categories=agentcred
 // +kubebuilder:printcolumn:name="Type",type=string,JSONPath=`.spec.type`
 // +kubebuilder:printcolumn:name="Agent",type=string,JSONPath=`.status.agentID`

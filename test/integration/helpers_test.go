@@ -1,9 +1,11 @@
 package integration
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,7 +25,37 @@ const (
 	interval = 20 * time.Millisecond
 )
 
-func zapLevelWarn() zapcore.Level { return zapcore.WarnLevel }
+func zapLevelDebug() zapcore.Level { return zapcore.DebugLevel }
+
+// allLogs keeps every log line of the operator, for the leak scan.
+var allLogs = &syncBuffer{}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// levelFilter passes only warnings and errors (JSON lines) to w.
+type levelFilter struct{ w io.Writer }
+
+func (f levelFilter) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte(`"level":"warn`)) || bytes.Contains(p, []byte(`"level":"error`)) {
+		return f.w.Write(p)
+	}
+	return len(p), nil
+}
 
 var counter atomic.Int64
 

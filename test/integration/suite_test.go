@@ -8,6 +8,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -35,6 +36,7 @@ import (
 const operatorNamespace = "agentcred-system"
 
 var (
+	reg       *prometheus.Registry
 	k8s       client.Client
 	apiConfig *rest.Config
 	authURL   string // http://127.0.0.1:PORT
@@ -75,7 +77,9 @@ func run(m *testing.M) int {
 	}
 	defer func() { _ = env.Stop() }()
 	apiConfig = env.Config
-	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(zapLevelWarn())))
+	// Every log line at every level is kept for the leak scan; warnings and
+	// errors also go to stderr.
+	ctrl.SetLogger(zap.New(zap.WriteTo(io.MultiWriter(allLogs, levelFilter{os.Stderr})), zap.Level(zapLevelDebug())))
 
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
 		Scheme: controlplane.Scheme(), Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
@@ -86,7 +90,7 @@ func run(m *testing.M) int {
 	}
 	mctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	reg := prometheus.NewRegistry()
+	reg = prometheus.NewRegistry()
 	metrics := controllers.NewMetrics(mgr.GetCache())
 	if err := metrics.Register(reg); err != nil {
 		return fail(err)

@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
+	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -86,6 +87,11 @@ func startOperator(b *testing.B, concurrency int) (stop func()) {
 
 // startOperatorWithCache also returns the manager's cache-backed client.
 func startOperatorWithCache(b *testing.B, concurrency int) (func(), client.Client) {
+	return startOperatorWithClock(b, concurrency, clock.RealClock{})
+}
+
+// startOperatorWithClock runs the operator with the given clock.
+func startOperatorWithClock(b *testing.B, concurrency int, clk clock.PassiveClock) (func(), client.Client) {
 	b.Helper()
 	cfg := rest.CopyConfig(env.Config)
 	cfg.QPS, cfg.Burst = 1000, 2000
@@ -105,7 +111,7 @@ func startOperatorWithCache(b *testing.B, concurrency int) (func(), client.Clien
 		b.Fatal(err)
 	}
 	r := &controllers.AgentCredentialReconciler{
-		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(), Clock: clock.RealClock{},
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(), Clock: clk,
 		Recorder: mgr.GetEventRecorder("agentcred"), OperatorNamespace: operatorNamespace, Metrics: controllers.NewMetrics(mgr.GetCache()),
 	}
 	if err := r.SetupWithManager(mgr, controllers.SetupOptions{MaxConcurrentReconciles: concurrency}); err != nil {
@@ -472,4 +478,96 @@ func heap() uint64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return m.HeapAlloc
+}
+
+// BenchmarkRotationStorm makes N credentials fall due at once — the
+// operator restarts after the clock moved past their rotation date, so its
+// first list finds all of them due — while M new credentials are created, and
+// reports how long the rotations take and how long the new credentials wait.
+func BenchmarkRotationStorm(b *testing.B) {
+	n, m := scaleN(), 100
+	for b.Loop() {
+		clk := clocktesting.NewFakeClock(time.Now())
+		stop, cached := startOperatorWithClock(b, 4, clk)
+		ns := newNamespace(b, "storm")
+		if err := parallel(n, func(i int) error { return k8s.Create(ctx, credential(ns, i)) }); err != nil {
+			b.Fatal(err)
+		}
+		waitCount(b, func() int { return countReady(cached, ns) }, n)
+		stop()
+
+		clk.Step(91 * 24 * time.Hour)
+		start := time.Now()
+		stop, cached = startOperatorWithClock(b, 4, clk)
+		// New credentials arrive while the storm is under way (not in the
+		// operator's first list, where they would queue with the storm).
+		waitCount(b, func() int { return countRotated(cached, ns) }, 1)
+		fresh := newNamespace(b, "storm-new")
+		created := make([]time.Time, m)
+		ready := make([]time.Duration, m)
+		for i := range m {
+			created[i] = time.Now()
+			if err := k8s.Create(ctx, credential(fresh, i)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		seen := make([]bool, m)
+		rotatedAt := time.Duration(0)
+		deadline := time.Now().Add(30 * time.Minute)
+		for time.Now().Before(deadline) {
+			list := &authv1alpha1.AgentCredentialList{}
+			if err := cached.List(ctx, list, client.InNamespace(fresh)); err == nil {
+				for _, c := range list.Items {
+					var i int
+					if _, err := fmt.Sscanf(c.Name, "agent-%d", &i); err == nil && !seen[i] &&
+						meta.IsStatusConditionTrue(c.Status.Conditions, authv1alpha1.ReadyCondition) {
+						seen[i], ready[i] = true, time.Since(created[i])
+					}
+				}
+			}
+			if rotatedAt == 0 && countRotated(cached, ns) == n {
+				rotatedAt = time.Since(start)
+			}
+			allNew := true
+			for _, s := range seen {
+				allNew = allNew && s
+			}
+			if allNew && rotatedAt != 0 {
+				break
+			}
+			time.Sleep(100 * time.Millisecond) //nolint:forbidigo // polling a benchmark's progress
+		}
+		stop()
+		if rotatedAt == 0 {
+			b.Fatal("the rotations did not finish")
+		}
+		b.ReportMetric(rotatedAt.Seconds(), "all-rotated-s")
+		b.ReportMetric(percentile(ready, 0.5).Seconds(), "new-ready-p50-s")
+		b.ReportMetric(percentile(ready, 0.99).Seconds(), "new-ready-p99-s")
+	}
+}
+
+func countRotated(c client.Client, ns string) int {
+	list := &authv1alpha1.AgentCredentialList{}
+	if err := c.List(ctx, list, client.InNamespace(ns)); err != nil {
+		return 0
+	}
+	rotated := 0
+	for i := range list.Items {
+		if list.Items[i].Status.RotationCount >= 1 && meta.IsStatusConditionTrue(list.Items[i].Status.Conditions, authv1alpha1.ReadyCondition) {
+			rotated++
+		}
+	}
+	return rotated
+}
+
+func waitCount(b *testing.B, count func() int, want int) {
+	b.Helper()
+	deadline := time.Now().Add(30 * time.Minute)
+	for count() < want {
+		if time.Now().After(deadline) {
+			b.Fatalf("only %d of %d after 30 minutes", count(), want)
+		}
+		time.Sleep(100 * time.Millisecond) //nolint:forbidigo // polling a benchmark's progress
+	}
 }

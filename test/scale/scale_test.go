@@ -324,6 +324,10 @@ func BenchmarkReconcileThroughput(b *testing.B) {
 					time.Sleep(100 * time.Millisecond) //nolint:forbidigo // polling a benchmark's progress, not waiting for a test
 				}
 				total := time.Since(start)
+				// The operator runs in this process: its heap (after GC) and
+				// the process RSS with N credentials cached and indexed.
+				b.ReportMetric(float64(heap())/1024/1024, "process-heap-MiB")
+				b.ReportMetric(rssMiB(), "process-rss-MiB")
 				stop()
 				operatorRequests.report(b, n)
 				b.ReportMetric(ceil.Seconds(), "ceiling-s")
@@ -471,6 +475,21 @@ func BenchmarkUnrelatedSecretsCostNothing(b *testing.B) {
 		b.ReportMetric(float64(with)/1024/1024, "heap-growth-with-operator-MiB")
 		b.ReportMetric(float64(len(list.Items)), "unrelated-secrets-in-cache")
 	}
+}
+
+// rssMiB reads this process's resident set size from /proc (0 elsewhere).
+func rssMiB() float64 {
+	raw, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
+			return float64(kb) / 1024
+		}
+	}
+	return 0
 }
 
 func heap() uint64 {

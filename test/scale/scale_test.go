@@ -62,6 +62,7 @@ func TestMain(m *testing.M) {
 
 func run(m *testing.M) int {
 	fail := func(err error) int { fmt.Fprintln(os.Stderr, err); return 1 }
+	ctrl.SetLogger(logr.Discard())
 	var err error
 	if env, err = controlplane.Start(); err != nil {
 		return fail(err)

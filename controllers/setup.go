@@ -4,6 +4,7 @@ import (
 	"context"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -51,13 +52,34 @@ func (r *AgentCredentialReconciler) SetupWithManager(mgr ctrl.Manager, opts Setu
 			predicate.AnnotationChangedPredicate{},
 			deletionChanged(),
 		))).
-		Owns(&corev1.Secret{}).
+		// Changes to and deletions of agent Secrets are drift to repair. Their
+		// creation is the controller's own doing (the reconcile that created
+		// one goes on), and reacting to it would only race the cache.
+		Owns(&corev1.Secret{}, builder.WithPredicates(notCreate())).
 		// Hash Secrets live in another namespace, so they carry labels instead of
-		// an owner reference; any change to one (or an orphan) is reconciled.
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(credentialForHashSecret),
-			builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
-				return o.GetNamespace() == r.OperatorNamespace && o.GetLabels()[authv1alpha1.SecretRoleLabel] == RoleKeyHash
-			}))).
+		// an owner reference: any change or deletion is reconciled, and a
+		// creation only when no credential claims it (an orphan).
+		Watches(&corev1.Secret{}, handler.TypedFuncs[client.Object, reconcile.Request]{
+			CreateFunc: func(ctx context.Context, e event.TypedCreateEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				for _, req := range credentialForHashSecret(ctx, e.Object) {
+					if err := r.Get(ctx, req.NamespacedName, &authv1alpha1.AgentCredential{}); apierrors.IsNotFound(err) {
+						q.Add(req)
+					}
+				}
+			},
+			UpdateFunc: func(ctx context.Context, e event.TypedUpdateEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				for _, req := range credentialForHashSecret(ctx, e.ObjectNew) {
+					q.Add(req)
+				}
+			},
+			DeleteFunc: func(ctx context.Context, e event.TypedDeleteEvent[client.Object], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				for _, req := range credentialForHashSecret(ctx, e.Object) {
+					q.Add(req)
+				}
+			},
+		}, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
+			return o.GetNamespace() == r.OperatorNamespace && o.GetLabels()[authv1alpha1.SecretRoleLabel] == RoleKeyHash
+		}))).
 		// A credential appearing or going away may settle who owns an agent ID.
 		Watches(&authv1alpha1.AgentCredential{}, r.sharedAgentIDHandler()).
 		WithOptions(controller.Options{
@@ -74,6 +96,10 @@ func credentialForHashSecret(_ context.Context, o client.Object) []reconcile.Req
 		return nil
 	}
 	return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: ns, Name: name}}}
+}
+
+func notCreate() predicate.Funcs {
+	return predicate.Funcs{CreateFunc: func(event.CreateEvent) bool { return false }}
 }
 
 // deletionChanged passes the update that starts a deletion. (Adding our own

@@ -1,11 +1,9 @@
 package controllers_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +19,7 @@ import (
 	"github.com/agrenting/agentcred/controllers"
 	"github.com/agrenting/agentcred/internal/agentindex"
 	"github.com/agrenting/agentcred/test/controlplane"
+	"github.com/agrenting/agentcred/test/harness"
 )
 
 const operatorNamespace = "agentcred-system"
@@ -32,27 +31,10 @@ var (
 	k8s       client.Client
 	fakeClock = clocktesting.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	registry  = prometheus.NewRegistry()
-	logs      = &syncBuffer{}
+	logs      = &harness.SyncBuffer{}
 	// testMetrics are the controller's metrics, registered with registry.
 	testMetrics *controllers.Metrics
 )
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 func TestMain(m *testing.M) {
 	os.Exit(runSuite(m))

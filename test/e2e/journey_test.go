@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"io"
@@ -14,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,6 +20,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/agrenting/agentcred/test/controlplane"
+	"github.com/agrenting/agentcred/test/harness"
 )
 
 const (
@@ -30,43 +29,16 @@ const (
 	timeout     = 60 * time.Second
 )
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // localRun is `make run` running in its own process group.
 type localRun struct {
 	cmd        *exec.Cmd
 	kubeconfig string
 	authURL    string
-	output     *syncBuffer
+	output     *harness.SyncBuffer
 	exited     chan error
 	// outputClosed closes when every process holding make's stdout — make,
 	// go run, agentcred-local and anything they started — is gone.
 	outputClosed chan struct{}
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) WriteString(s string) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf.WriteString(s)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func startMakeRun(t *testing.T) *localRun {
@@ -75,7 +47,7 @@ func startMakeRun(t *testing.T) *localRun {
 	if err != nil {
 		t.Fatal(err)
 	}
-	authAddr, probeAddr := freePort(t), freePort(t)
+	authAddr, probeAddr := harness.FreeLoopbackAddr(t), harness.FreeLoopbackAddr(t)
 	cmd := exec.Command("make", "-s", "run",
 		"ARGS=--auth-bind-address="+authAddr+" --health-probe-bind-address="+probeAddr+" --metrics-bind-address=0")
 	cmd.Dir = controlplane.RepoRoot()
@@ -91,7 +63,7 @@ func startMakeRun(t *testing.T) *localRun {
 		t.Fatal(err)
 	}
 	_ = w.Close() // only make and its children hold the writing end now
-	r := &localRun{cmd: cmd, authURL: "http://" + authAddr, output: &syncBuffer{}, exited: make(chan error, 1), outputClosed: make(chan struct{})}
+	r := &localRun{cmd: cmd, authURL: "http://" + authAddr, output: &harness.SyncBuffer{}, exited: make(chan error, 1), outputClosed: make(chan struct{})}
 	ready := make(chan struct{})
 	go func() { r.exited <- cmd.Wait() }()
 	go func() {

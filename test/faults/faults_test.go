@@ -11,7 +11,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -34,6 +33,7 @@ import (
 	"github.com/agrenting/agentcred/internal/credential"
 	"github.com/agrenting/agentcred/internal/hashsecret"
 	"github.com/agrenting/agentcred/test/controlplane"
+	"github.com/agrenting/agentcred/test/harness"
 )
 
 const operatorNamespace = "agentcred-system"
@@ -108,16 +108,6 @@ func (r *replica) logs() string {
 	return r.log.String()
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // startReplica starts the manager binary with leader election; it is
 // SIGKILLed (if still running) when the test ends.
 func startReplica(t *testing.T, name string) *replica {
@@ -127,10 +117,10 @@ func startReplica(t *testing.T, name string) *replica {
 
 func startReplicaWith(t *testing.T, name, kubeconfigPath string, extra ...string) *replica {
 	t.Helper()
-	auth := freeAddr(t)
+	auth := harness.FreeLoopbackAddr(t)
 	r := &replica{name: name, authURL: "http://" + auth, exited: make(chan struct{})}
 	args := append([]string{"--enable-webhook=false",
-		"--metrics-bind-address=0", "--health-probe-bind-address=" + freeAddr(t), "--auth-bind-address=" + auth,
+		"--metrics-bind-address=0", "--health-probe-bind-address=" + harness.FreeLoopbackAddr(t), "--auth-bind-address=" + auth,
 		"--operator-namespace=" + operatorNamespace, "--zap-log-level=info"}, extra...)
 	r.cmd = exec.Command(binary, args...)
 	r.cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfigPath)

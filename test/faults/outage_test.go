@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
+	"github.com/agrenting/agentcred/test/harness"
 )
 
 // outageProxy forwards TCP from a fixed loopback address to the API server;
@@ -32,7 +33,7 @@ type outageProxy struct {
 
 func newOutageProxy(t *testing.T, target string) *outageProxy {
 	t.Helper()
-	p := &outageProxy{addr: freeAddr(t), target: target, conns: map[net.Conn]struct{}{}}
+	p := &outageProxy{addr: harness.FreeLoopbackAddr(t), target: target, conns: map[net.Conn]struct{}{}}
 	p.up(t)
 	t.Cleanup(p.down)
 	return p

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
+	"github.com/agrenting/agentcred/test/harness"
 )
 
 const (
@@ -28,24 +28,7 @@ const (
 func zapLevelDebug() zapcore.Level { return zapcore.DebugLevel }
 
 // allLogs keeps every log line of the operator, for the leak scan.
-var allLogs = &syncBuffer{}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+var allLogs = &harness.SyncBuffer{}
 
 // levelFilter passes only warnings and errors (JSON lines) to w.
 type levelFilter struct{ w io.Writer }

@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
+	"github.com/agrenting/agentcred/test/harness"
 )
 
 // nginxConfig puts agentcred in front of an upstream with auth_request, the
@@ -57,17 +58,6 @@ http {
 }
 `
 
-func freeLoopbackAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	return addr
-}
-
 // startNginx runs the real nginx on loopback and stops it by its PID when
 // the test ends; its files live in the test's temp dir.
 func startNginx(t *testing.T, upstream string) string {
@@ -87,7 +77,7 @@ func startNginx(t *testing.T, upstream string) string {
 		t.Skip("nginx is not installed (apt-get install nginx); CI installs it")
 	}
 	dir := t.TempDir()
-	listen := freeLoopbackAddr(t)
+	listen := harness.FreeLoopbackAddr(t)
 	conf := strings.NewReplacer("{{dir}}", dir, "{{listen}}", listen, "{{auth}}", authAddr, "{{upstream}}", upstream).Replace(nginxConfig)
 	confPath := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {

@@ -64,8 +64,7 @@ func (r *AgentCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	cred := &authv1alpha1.AgentCredential{}
 	if err := r.Get(ctx, req.NamespacedName, cred); err != nil {
 		if apierrors.IsNotFound(err) {
-			// Gone without our finalizer running (or never existed): remove an orphaned hash Secret.
-			return ctrl.Result{}, r.deleteHashSecret(ctx, req.Namespace, req.Name, "")
+			return ctrl.Result{}, r.removeOrphan(ctx, req)
 		}
 		return ctrl.Result{}, err
 	}
@@ -246,13 +245,28 @@ func (r *AgentCredentialReconciler) ensureFinalizer(ctx context.Context, cred *a
 	return r.Patch(ctx, cred, patch)
 }
 
+// removeOrphan deletes the hash Secret of a credential that is gone without
+// our finalizer running (or never existed) — after the API server itself,
+// not just a possibly lagging cache, says the credential does not exist, so a
+// live key is never revoked by mistake.
+func (r *AgentCredentialReconciler) removeOrphan(ctx context.Context, req ctrl.Request) error {
+	err := r.APIReader.Get(ctx, req.NamespacedName, &authv1alpha1.AgentCredential{})
+	switch {
+	case err == nil:
+		return nil // the cache is behind; the credential's own events will come
+	case !apierrors.IsNotFound(err):
+		return err
+	}
+	return r.deleteHashSecret(ctx, req.Namespace, req.Name)
+}
+
 // finalize revokes the key (deletes the hash Secret), deletes the agent
 // Secret it controls (there may be no garbage collector) and lets go.
 func (r *AgentCredentialReconciler) finalize(ctx context.Context, cred *authv1alpha1.AgentCredential) error {
 	if !controllerutil.ContainsFinalizer(cred, authv1alpha1.CleanupFinalizer) {
 		return nil
 	}
-	if err := r.deleteHashSecret(ctx, cred.Namespace, cred.Name, ""); err != nil {
+	if err := r.deleteHashSecret(ctx, cred.Namespace, cred.Name); err != nil {
 		return err
 	}
 	if err := r.deleteAgentSecret(ctx, cred); err != nil {

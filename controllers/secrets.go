@@ -263,7 +263,7 @@ func (r *AgentCredentialReconciler) syncHashMetadata(ctx context.Context, cred *
 	return r.writeHashSecret(ctx, cred, hash, &want)
 }
 
-func (r *AgentCredentialReconciler) deleteHashSecret(ctx context.Context, namespace, name, _ string) error {
+func (r *AgentCredentialReconciler) deleteHashSecret(ctx context.Context, namespace, name string) error {
 	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: r.OperatorNamespace, Name: hashsecret.Name(namespace, name)}}
 	if err := r.Delete(ctx, s); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("deleting hash Secret %s: %w", s.Name, err)

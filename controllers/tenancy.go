@@ -26,7 +26,7 @@ func (r *AgentCredentialReconciler) checkTenancy(ctx context.Context, cred *auth
 	if len(conflicts) == 0 {
 		return false, nil
 	}
-	if err := r.deleteHashSecret(ctx, cred.Namespace, cred.Name, ""); err != nil {
+	if err := r.deleteHashSecret(ctx, cred.Namespace, cred.Name); err != nil {
 		return false, err
 	}
 	parts := make([]string, 0, len(conflicts))

@@ -18,7 +18,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/utils/clock"
 
-	"github.com/agrenting/agentcred/internal/credential"
 	"github.com/agrenting/agentcred/internal/session"
 )
 
@@ -296,6 +295,3 @@ func wwwAuthenticate(e *Error) string {
 		return `Bearer realm="agentcred", error="invalid_token"`
 	}
 }
-
-// KeyIDOf is exported for logs elsewhere: the keyID of a presented key.
-func KeyIDOf(key string) string { return credential.KeyID(key) }

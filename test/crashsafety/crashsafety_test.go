@@ -379,3 +379,35 @@ func TestRequeueAfterFollowsTheSchedule(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(res.RequeueAfter).To(Equal(10 * time.Minute))
 }
+
+// laggingClient is a cache that has not seen a credential yet.
+type laggingClient struct{ client.Client }
+
+func (c laggingClient) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if _, ok := obj.(*authv1alpha1.AgentCredential); ok {
+		return apierrors.NewNotFound(authv1alpha1.GroupVersion.WithResource("agentcredentials").GroupResource(), key.Name)
+	}
+	return c.Client.Get(ctx, key, obj, opts...)
+}
+
+// TestLaggingCacheNeverRevokesALiveKey: a reconcile whose cache does not
+// show the credential must not take its hash Secret for an orphan.
+func TestLaggingCacheNeverRevokesALiveKey(t *testing.T) {
+	g := NewWithT(t)
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "lag-"}}
+	g.Expect(direct.Create(ctx, ns)).To(Succeed())
+	cred := &authv1alpha1.AgentCredential{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "agent"},
+		Spec:       authv1alpha1.AgentCredentialSpec{AgentID: fmt.Sprintf("6f1c2b1e-0000-4000-8000-%012d", nameCounter.Add(1))},
+	}
+	g.Expect(direct.Create(ctx, cred)).To(Succeed())
+	g.Eventually(func() error {
+		return cached.Get(ctx, client.ObjectKeyFromObject(cred), &authv1alpha1.AgentCredential{})
+	}).Should(Succeed())
+	converge(t, cred)
+	_, err := reconciler(laggingClient{cached}).Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(cred)})
+	g.Expect(err).NotTo(HaveOccurred())
+	st := read(t, cred)
+	g.Expect(st.record).NotTo(BeNil(), "the hash Secret of a live credential was deleted as an orphan")
+	assertInvariant(t, st, "after a lagging reconcile")
+}

@@ -159,18 +159,22 @@ func (r *AgentCredentialReconciler) writeAgentKey(ctx context.Context, cred *aut
 		return err
 	}
 	s.Data[keyField(cred.CredentialType())] = []byte(key)
-	var err error
-	if agent.secret == nil {
-		err = r.Create(ctx, s)
-	} else {
-		err = r.Update(ctx, s)
-	}
-	if err != nil {
+	if err := r.createOrUpdate(ctx, s, agent.secret != nil); err != nil {
 		return err
 	}
 	agent.secret = s
 	agent.key = rotation.Inspect(key, true, keyKind(cred.CredentialType()))
 	return nil
+}
+
+// createOrUpdate writes s: an update carrying the resourceVersion that was
+// read when it exists (a stale cache then fails instead of undoing newer
+// work), a create when it does not (a stale cache then fails AlreadyExists).
+func (r *AgentCredentialReconciler) createOrUpdate(ctx context.Context, s *corev1.Secret, exists bool) error {
+	if exists {
+		return r.Update(ctx, s)
+	}
+	return r.Create(ctx, s)
 }
 
 // reconcileAgentSecretMetadata repairs labels, annotations and identity data
@@ -239,13 +243,7 @@ func (r *AgentCredentialReconciler) writeHashSecret(ctx context.Context, cred *a
 	s.Labels = ownLabels(cred, RoleKeyHash)
 	s.Type = corev1.SecretTypeOpaque
 	s.Data = rec.Data()
-	var err error
-	if hash.secret == nil {
-		err = r.Create(ctx, s)
-	} else {
-		err = r.Update(ctx, s)
-	}
-	if err != nil {
+	if err := r.createOrUpdate(ctx, s, hash.secret != nil); err != nil {
 		return fmt.Errorf("writing hash Secret %s/%s: %w", s.Namespace, s.Name, err)
 	}
 	hash.secret, hash.record = s, rec

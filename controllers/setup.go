@@ -7,6 +7,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -133,5 +134,19 @@ func (r *AgentCredentialReconciler) sharedAgentIDHandler() handler.EventHandler 
 		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			enqueue(ctx, e.Object, q)
 		},
+	}
+}
+
+// NewReconciler builds the reconciler from a manager: its cache-backed
+// client, its direct reader, its scheme and its event recorder.
+func NewReconciler(mgr ctrl.Manager, clk clock.PassiveClock, operatorNamespace string, metrics *Metrics) *AgentCredentialReconciler {
+	return &AgentCredentialReconciler{
+		Client:            mgr.GetClient(),
+		APIReader:         mgr.GetAPIReader(),
+		Scheme:            mgr.GetScheme(),
+		Clock:             clk,
+		Recorder:          mgr.GetEventRecorder("agentcred"),
+		OperatorNamespace: operatorNamespace,
+		Metrics:           metrics,
 	}
 }

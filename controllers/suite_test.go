@@ -71,15 +71,7 @@ func runSuite(m *testing.M) int {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	r := &controllers.AgentCredentialReconciler{
-		Client:            mgr.GetClient(),
-		APIReader:         mgr.GetAPIReader(),
-		Scheme:            mgr.GetScheme(),
-		Clock:             fakeClock,
-		Recorder:          mgr.GetEventRecorder("agentcred"),
-		OperatorNamespace: operatorNamespace,
-		Metrics:           testMetrics,
-	}
+	r := controllers.NewReconciler(mgr, fakeClock, operatorNamespace, testMetrics)
 	if err := agentindex.Register(ctx, mgr.GetFieldIndexer()); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

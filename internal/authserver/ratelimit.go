@@ -62,24 +62,6 @@ func (l *FailureLimiter) Fail(addr netip.Addr, now time.Time) (bool, time.Durati
 	return false, wait
 }
 
-// Blocked reports whether addr has no failures left, without spending one.
-func (l *FailureLimiter) Blocked(addr netip.Addr, now time.Time) (bool, time.Duration) {
-	if l == nil || l.Rate <= 0 {
-		return false, 0
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b, ok := l.buckets[addr]
-	if !ok {
-		return false, 0
-	}
-	tokens := math.Min(l.Burst, b.tokens+now.Sub(b.last).Seconds()*l.Rate)
-	if tokens >= 1 {
-		return false, 0
-	}
-	return true, time.Duration((1 - tokens) / l.Rate * float64(time.Second))
-}
-
 func (l *FailureLimiter) sweepLocked(now time.Time) {
 	for a, b := range l.buckets {
 		if b.tokens+now.Sub(b.last).Seconds()*l.Rate >= l.Burst {

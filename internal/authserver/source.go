@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
 	"github.com/agrenting/agentcred/internal/hashsecret"
@@ -146,4 +147,23 @@ func (src *Source) Start(ctx context.Context) error {
 	src.Log.Info("Synced the hash index", "credentials", src.Index.Len())
 	<-ctx.Done()
 	return nil
+}
+
+// AddToManager adds the auth endpoint and the informer that feeds its index
+// to mgr; both run on every replica, leader or not. The index is returned
+// for readiness checks.
+func AddToManager(mgr manager.Manager, client kubernetes.Interface, namespace string, opts Options) (*Index, error) {
+	index := NewIndex()
+	server, err := New(index, opts)
+	if err != nil {
+		return nil, err
+	}
+	source := &Source{Client: client, Namespace: namespace, Index: index, Server: server, Log: opts.Log.WithName("index")}
+	if err := mgr.Add(source); err != nil {
+		return nil, err
+	}
+	if err := mgr.Add(server); err != nil {
+		return nil, err
+	}
+	return index, nil
 }

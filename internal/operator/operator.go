@@ -233,15 +233,7 @@ func setupController(mgr manager.Manager, o *Options) error {
 	if err := metrics.Register(ctrlmetrics.Registry); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
-	r := &controllers.AgentCredentialReconciler{
-		Client:            mgr.GetClient(),
-		APIReader:         mgr.GetAPIReader(),
-		Scheme:            mgr.GetScheme(),
-		Clock:             clock.RealClock{},
-		Recorder:          mgr.GetEventRecorder("agentcred"),
-		OperatorNamespace: o.operatorNamespace,
-		Metrics:           metrics,
-	}
+	r := controllers.NewReconciler(mgr, clock.RealClock{}, o.operatorNamespace, metrics)
 	if err := r.SetupWithManager(mgr, controllers.SetupOptions{MaxConcurrentReconciles: o.maxConcurrentReconciles}); err != nil {
 		return err
 	}
@@ -259,25 +251,17 @@ func setupAuthEndpoint(mgr manager.Manager, o *Options) error {
 	if err != nil {
 		return err
 	}
-	index := authserver.NewIndex()
-	server, err := authserver.New(index, authserver.Options{
+	clientset, err := kubernetes.NewForConfig(mgr.GetConfig())
+	if err != nil {
+		return err
+	}
+	index, err := authserver.AddToManager(mgr, clientset, o.operatorNamespace, authserver.Options{
 		Addr: o.authAddr, TLSCertFile: o.authTLSCertFile, TLSKeyFile: o.authTLSKeyFile,
 		SessionTTL: o.sessionTTL, TrustedProxies: proxies,
 		FailureRate: o.failureRate, FailureBurst: o.failureBurst,
 		Clock: clock.RealClock{}, Log: ctrl.Log.WithName("auth"), Registerer: ctrlmetrics.Registry,
 	})
 	if err != nil {
-		return err
-	}
-	clientset, err := kubernetes.NewForConfig(mgr.GetConfig())
-	if err != nil {
-		return err
-	}
-	source := &authserver.Source{Client: clientset, Namespace: o.operatorNamespace, Index: index, Server: server, Log: ctrl.Log.WithName("auth-index")}
-	if err := mgr.Add(source); err != nil {
-		return err
-	}
-	if err := mgr.Add(server); err != nil {
 		return err
 	}
 	return mgr.AddReadyzCheck("auth-index", func(*http.Request) error {

@@ -95,10 +95,7 @@ func run(m *testing.M) int {
 	if err := metrics.Register(reg); err != nil {
 		return fail(err)
 	}
-	r := &controllers.AgentCredentialReconciler{
-		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(), Clock: fakeClock,
-		Recorder: mgr.GetEventRecorder("agentcred"), OperatorNamespace: operatorNamespace, Metrics: metrics,
-	}
+	r := controllers.NewReconciler(mgr, fakeClock, operatorNamespace, metrics)
 	if err := agentindex.Register(mctx, mgr.GetFieldIndexer()); err != nil {
 		return fail(err)
 	}
@@ -111,22 +108,14 @@ func run(m *testing.M) int {
 	}); err != nil {
 		return fail(err)
 	}
-	index := authserver.NewIndex()
-	server, err := authserver.New(index, authserver.Options{
-		Listener: ln, SessionTTL: time.Hour, FailureRate: 0, Clock: fakeClock,
-		Log: ctrl.Log.WithName("auth"), Registerer: reg,
-	})
-	if err != nil {
-		return fail(err)
-	}
 	clientset, err := kubernetes.NewForConfig(env.Config)
 	if err != nil {
 		return fail(err)
 	}
-	if err := mgr.Add(&authserver.Source{Client: clientset, Namespace: operatorNamespace, Index: index, Server: server, Log: ctrl.Log.WithName("auth-index")}); err != nil {
-		return fail(err)
-	}
-	if err := mgr.Add(server); err != nil {
+	if _, err := authserver.AddToManager(mgr, clientset, operatorNamespace, authserver.Options{
+		Listener: ln, SessionTTL: time.Hour, FailureRate: 0, Clock: fakeClock,
+		Log: ctrl.Log.WithName("auth"), Registerer: reg,
+	}); err != nil {
 		return fail(err)
 	}
 	if k8s, err = client.New(env.Config, client.Options{Scheme: controlplane.Scheme()}); err != nil {

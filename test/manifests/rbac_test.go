@@ -103,11 +103,7 @@ func TestManagerServiceAccountHasWhatItNeedsAndNoMore(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	mctx, cancel := context.WithCancel(ctx)
 	g.Expect(agentindex.Register(mctx, mgr.GetFieldIndexer())).To(Succeed())
-	r := &controllers.AgentCredentialReconciler{
-		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(),
-		Clock: clocktesting.NewFakeClock(time.Now()), Recorder: mgr.GetEventRecorder("agentcred"),
-		OperatorNamespace: operatorNamespace, Metrics: controllers.NewMetrics(mgr.GetCache()),
-	}
+	r := controllers.NewReconciler(mgr, clocktesting.NewFakeClock(time.Now()), operatorNamespace, controllers.NewMetrics(mgr.GetCache()))
 	g.Expect(r.SetupWithManager(mgr, controllers.SetupOptions{MaxConcurrentReconciles: 1})).To(Succeed())
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(mctx) }()

@@ -111,10 +111,7 @@ func startOperatorWithClock(b *testing.B, concurrency int, clk clock.PassiveCloc
 	if err := agentindex.Register(mctx, mgr.GetFieldIndexer()); err != nil {
 		b.Fatal(err)
 	}
-	r := &controllers.AgentCredentialReconciler{
-		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(), Clock: clk,
-		Recorder: mgr.GetEventRecorder("agentcred"), OperatorNamespace: operatorNamespace, Metrics: controllers.NewMetrics(mgr.GetCache()),
-	}
+	r := controllers.NewReconciler(mgr, clk, operatorNamespace, controllers.NewMetrics(mgr.GetCache()))
 	if err := r.SetupWithManager(mgr, controllers.SetupOptions{MaxConcurrentReconciles: concurrency}); err != nil {
 		b.Fatal(err)
 	}
@@ -123,19 +120,11 @@ func startOperatorWithClock(b *testing.B, concurrency int, clk clock.PassiveCloc
 		b.Fatal(err)
 	}
 	authURL = "http://" + ln.Addr().String()
-	index := authserver.NewIndex()
-	server, err := authserver.New(index, authserver.Options{Listener: ln, FailureRate: 0, Log: logr.Discard()})
-	if err != nil {
-		b.Fatal(err)
-	}
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := mgr.Add(&authserver.Source{Client: cs, Namespace: operatorNamespace, Index: index, Server: server, Log: logr.Discard()}); err != nil {
-		b.Fatal(err)
-	}
-	if err := mgr.Add(server); err != nil {
+	if _, err := authserver.AddToManager(mgr, cs, operatorNamespace, authserver.Options{Listener: ln, FailureRate: 0, Log: logr.Discard()}); err != nil {
 		b.Fatal(err)
 	}
 	done := make(chan error, 1)

@@ -86,18 +86,14 @@ func TestSoakUnderRotation(t *testing.T) {
 		HealthProbeBindAddress: "0", Cache: controllers.CacheOptions(), Logger: logr.Discard()})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(agentindex.Register(ctx, mgr.GetFieldIndexer())).To(Succeed())
-	r := &controllers.AgentCredentialReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(), Clock: clk,
-		Recorder: mgr.GetEventRecorder("agentcred"), OperatorNamespace: operatorNamespace, Metrics: controllers.NewMetrics(mgr.GetCache())}
+	r := controllers.NewReconciler(mgr, clk, operatorNamespace, controllers.NewMetrics(mgr.GetCache()))
 	g.Expect(r.SetupWithManager(mgr, controllers.SetupOptions{MaxConcurrentReconciles: 4})).To(Succeed())
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	g.Expect(err).NotTo(HaveOccurred())
-	index := authserver.NewIndex()
-	server, err := authserver.New(index, authserver.Options{Listener: ln, FailureRate: 0, Clock: clk, Log: logr.Discard()})
-	g.Expect(err).NotTo(HaveOccurred())
 	cs, err := kubernetes.NewForConfig(env.Config)
 	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(mgr.Add(&authserver.Source{Client: cs, Namespace: operatorNamespace, Index: index, Server: server, Log: logr.Discard()})).To(Succeed())
-	g.Expect(mgr.Add(server)).To(Succeed())
+	_, err = authserver.AddToManager(mgr, cs, operatorNamespace, authserver.Options{Listener: ln, FailureRate: 0, Clock: clk, Log: logr.Discard()})
+	g.Expect(err).NotTo(HaveOccurred())
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(ctx) }()
 	defer func() {

@@ -28,9 +28,13 @@ func SecretCacheSelector() labels.Selector {
 	return labels.SelectorFromSet(labels.Set{authv1alpha1.ManagedByLabel: authv1alpha1.ManagedByValue})
 }
 
-// CacheOptions returns the cache options the controller needs.
+// CacheOptions returns the cache options the controller needs. Cached
+// objects drop their managedFields, which the controller never reads (it
+// writes with updates and merge patches) and which are often the largest
+// part of a small object.
 func CacheOptions() cache.Options {
 	return cache.Options{
+		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Secret{}: {Label: SecretCacheSelector()},
 		},

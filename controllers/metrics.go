@@ -79,7 +79,8 @@ func (c *credentialsCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	list := &authv1alpha1.AgentCredentialList{}
-	if err := c.reader.List(ctx, list); err != nil {
+	// Read-only: counting needs no copy of every cached credential.
+	if err := c.reader.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
 		ch <- prometheus.NewInvalidMetric(c.desc, err)
 		return
 	}

@@ -44,6 +44,7 @@ const DefaultOperatorNamespace = "agentcred-system"
 // Options are the parsed command-line flags.
 type Options struct {
 	metricsAddr             string
+	pprofAddr               string
 	probeAddr               string
 	leaderElect             bool
 	operatorNamespace       string
@@ -80,6 +81,7 @@ func newFlagSet(o *Options) *flag.FlagSet {
 	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 disables it.")
 	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz.")
+	fs.StringVar(&o.pprofAddr, "pprof-bind-address", "0", "Address of the Go profiler (/debug/pprof/); 0 disables it. Bind it to loopback: it is unauthenticated.")
 	fs.BoolVar(&o.leaderElect, "leader-elect", false, "Elect a leader so that only one replica runs the controller.")
 	fs.StringVar(&o.operatorNamespace, "operator-namespace", "", "Namespace of the hash Secrets (default: $POD_NAMESPACE, else "+DefaultOperatorNamespace+").")
 	fs.IntVar(&o.maxConcurrentReconciles, "max-concurrent-reconciles", 4, "How many AgentCredentials reconcile at once.")
@@ -175,6 +177,7 @@ func newManager(cfg *rest.Config, o *Options) (manager.Manager, error) {
 		Scheme:                  newScheme(),
 		Metrics:                 metricsserver.Options{BindAddress: o.metricsAddr},
 		HealthProbeBindAddress:  o.probeAddr,
+		PprofBindAddress:        o.pprofAddr,
 		LeaderElection:          o.leaderElect,
 		LeaderElectionID:        "agentcred.auth.agrenting.io",
 		LeaderElectionNamespace: o.operatorNamespace,

@@ -3,6 +3,7 @@ package scale
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -27,7 +28,7 @@ type managerProcess struct {
 	cmd        *exec.Cmd
 	exited     chan struct{}
 	log        harness.SyncBuffer
-	metricsURL string
+	pprofURL   string
 	readyURL   string
 }
 
@@ -58,9 +59,9 @@ func startManagerProcess(b *testing.B) *managerProcess {
 	if err := os.WriteFile(kubeconfig, raw, 0o600); err != nil {
 		b.Fatal(err)
 	}
-	metrics, probes := harness.FreeLoopbackAddr(b), harness.FreeLoopbackAddr(b)
-	p := &managerProcess{exited: make(chan struct{}), metricsURL: "http://" + metrics + "/metrics", readyURL: "http://" + probes + "/readyz"}
-	p.cmd = exec.Command(binary, "--enable-webhook=false", "--metrics-bind-address="+metrics,
+	pprof, probes := harness.FreeLoopbackAddr(b), harness.FreeLoopbackAddr(b)
+	p := &managerProcess{exited: make(chan struct{}), pprofURL: "http://" + pprof + "/debug/pprof/heap", readyURL: "http://" + probes + "/readyz"}
+	p.cmd = exec.Command(binary, "--enable-webhook=false", "--pprof-bind-address="+pprof,
 		"--health-probe-bind-address="+probes, "--auth-bind-address="+harness.FreeLoopbackAddr(b),
 		"--operator-namespace="+operatorNamespace, "--zap-log-level=error")
 	p.cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
@@ -118,18 +119,19 @@ func (p *managerProcess) rssMiB(b *testing.B) float64 {
 	return v
 }
 
-// heapInuseMiB is the manager's go_memstats_heap_inuse_bytes.
-func (p *managerProcess) heapInuseMiB(b *testing.B) float64 {
+// liveHeapMiB is the manager's heap in use right after a garbage collection:
+// the text heap profile with gc=1 collects first and ends with MemStats.
+func (p *managerProcess) liveHeapMiB(b *testing.B) float64 {
 	b.Helper()
-	resp, err := http.Get(p.metricsURL)
+	resp, err := http.Get(p.pprofURL + "?gc=1&debug=1")
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
+	sc.Buffer(make([]byte, 0, 64*1024), 4*1024*1024)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "go_memstats_heap_inuse_bytes "); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), "# HeapAlloc = "); ok {
 			f, err := strconv.ParseFloat(v, 64)
 			if err != nil {
 				b.Fatal(err)
@@ -137,8 +139,26 @@ func (p *managerProcess) heapInuseMiB(b *testing.B) float64 {
 			return f / 1024 / 1024
 		}
 	}
-	b.Fatal("the manager's metrics have no go_memstats_heap_inuse_bytes")
+	b.Fatal("the manager's heap profile has no HeapAlloc")
 	return 0
+}
+
+// saveHeapProfile writes the manager's heap profile (after a GC) to path.
+func (p *managerProcess) saveHeapProfile(b *testing.B, path string) {
+	b.Helper()
+	resp, err := http.Get(p.pprofURL + "?gc=1")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		b.Fatal(err)
+	}
 }
 
 // procStatusMiB reads a "kB" field of a /proc/<pid>/status file in MiB.
@@ -157,7 +177,8 @@ func procStatusMiB(path, field string) (float64, error) {
 }
 
 // BenchmarkManagerProcessMemory runs the manager binary in its own process
-// and reports its RSS and heap idle, with N credentials issued and indexed,
+// and reports its RSS and its live heap (after a forced GC, through
+// --pprof-bind-address) idle, with N credentials issued and indexed,
 // and after N unrelated 1 KiB Secrets were created next to them (the Secret
 // cache is restricted by label, so those should not move it).
 func BenchmarkManagerProcessMemory(b *testing.B) {
@@ -166,7 +187,7 @@ func BenchmarkManagerProcessMemory(b *testing.B) {
 		p := startManagerProcess(b)
 		settle := func() { time.Sleep(5 * time.Second) } //nolint:forbidigo // let the informers and GC settle before reading memory
 		settle()
-		idleRSS, idleHeap := p.rssMiB(b), p.heapInuseMiB(b)
+		idleRSS, idleHeap := p.rssMiB(b), p.liveHeapMiB(b)
 
 		ns := newNamespace(b, "memory")
 		if err := parallel(n, func(i int) error { return k8s.Create(ctx, credential(ns, i)) }); err != nil {
@@ -176,7 +197,10 @@ func BenchmarkManagerProcessMemory(b *testing.B) {
 		// so every 2 s rather than every 100 ms.
 		waitCountEvery(b, 2*time.Second, func() int { return countReady(k8s, ns) }, n)
 		settle()
-		credRSS, credHeap := p.rssMiB(b), p.heapInuseMiB(b)
+		credRSS, credHeap := p.rssMiB(b), p.liveHeapMiB(b)
+		if path := os.Getenv("AGENTCRED_SCALE_HEAPPROFILE"); path != "" {
+			p.saveHeapProfile(b, path) // for go tool pprof -sample_index=inuse_space -top
+		}
 
 		unrelated := newNamespace(b, "memory-unrelated")
 		if err := parallel(n, func(i int) error {
@@ -186,7 +210,7 @@ func BenchmarkManagerProcessMemory(b *testing.B) {
 			b.Fatal(err)
 		}
 		settle()
-		unrelatedRSS, unrelatedHeap := p.rssMiB(b), p.heapInuseMiB(b)
+		unrelatedRSS, unrelatedHeap := p.rssMiB(b), p.liveHeapMiB(b)
 		p.stop()
 		purge(b, ns)
 		purge(b, unrelated)
@@ -196,6 +220,7 @@ func BenchmarkManagerProcessMemory(b *testing.B) {
 		b.ReportMetric(credRSS, "rss-with-credentials-MiB")
 		b.ReportMetric(credHeap, "heap-with-credentials-MiB")
 		b.ReportMetric((credRSS-idleRSS)*1024*1024/float64(n), "rss-B/credential")
+		b.ReportMetric((credHeap-idleHeap)*1024*1024/float64(n), "heap-B/credential")
 		b.ReportMetric(unrelatedRSS, "rss-after-unrelated-secrets-MiB")
 		b.ReportMetric(unrelatedHeap, "heap-after-unrelated-secrets-MiB")
 	}

@@ -22,10 +22,12 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"runtime"
 	"runtime/pprof"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,6 +53,7 @@ func main() {
 	conc := flag.Int("concurrency", 16, "connections, each with one request in flight")
 	modes := flag.String("modes", "api_key,user_token,session", "credential kinds to measure")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
+	identity := flag.Bool("identity-ceiling", false, "also measure a bare handler that writes the same identity response headers as /auth/verify, to separate the cost of verifying from the cost of the headers")
 	flag.Parse()
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -83,8 +86,12 @@ func main() {
 		if len(headers) == 0 {
 			fail(fmt.Errorf("unknown mode %q", mode))
 		}
-		var bare, verify []result
-		var ratios []float64
+		var bare, verify, echo []result
+		var ratios, echoRatios []float64
+		echoURL := ""
+		if *identity {
+			echoURL = serve(identityEcho(srv.Handler(), headers[0]))
+		}
 		for run := range *runs {
 			// The ceiling gets the same requests, headers included. Each
 			// run is a pair measured back to back, in alternating order,
@@ -102,13 +109,51 @@ func main() {
 			if b.rps > 0 {
 				ratios = append(ratios, v.rps/b.rps)
 			}
+			if echoURL != "" {
+				e := load(echoURL+"/", headers, *conc, *duration)
+				echo = append(echo, e)
+				if b.rps > 0 {
+					echoRatios = append(echoRatios, e.rps/b.rps)
+				}
+			}
 		}
 		b, v := median(bare), median(verify)
 		sort.Float64s(ratios)
 		fmt.Printf("| bare 200 (ceiling) | %.0f | %s | %s | 1.00 | %d |\n", b.rps, b.p50, b.p99, b.errors)
 		fmt.Printf("| /auth/verify %s | %.0f | %s | %s | **%.2f** (runs: %s) | %d |\n", mode, v.rps, v.p50, v.p99,
 			ratios[len(ratios)/2], formatRatios(ratios), v.errors)
+		if len(echo) > 0 {
+			e := median(echo)
+			sort.Float64s(echoRatios)
+			fmt.Printf("| bare 200 + identity headers (%s) | %.0f | %s | %s | %.2f (runs: %s) | %d |\n", mode, e.rps, e.p50, e.p99,
+				echoRatios[len(echoRatios)/2], formatRatios(echoRatios), e.errors)
+		}
 	}
+}
+
+// identityEcho answers 200 with the X-Auth-* response headers that h gives
+// for one request with sample headers, without verifying anything.
+func identityEcho(h http.Handler, sample http.Header) http.Handler {
+	req := httptest.NewRequest(http.MethodGet, "/auth/verify", nil)
+	req.Header = sample
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK {
+		fail(fmt.Errorf("sample request: status %d", rec.Code))
+	}
+	canned := http.Header{}
+	for k, v := range rec.Header() {
+		if strings.HasPrefix(k, "X-Auth-") {
+			canned[k] = v
+		}
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		out := w.Header()
+		for k, v := range canned {
+			out[k] = v
+		}
+		w.WriteHeader(http.StatusOK)
+	})
 }
 
 func fail(err error) {

@@ -191,13 +191,17 @@ func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) outcome {
 	if err != nil {
 		return s.writeError(w, err)
 	}
+	// The identity headers share one backing array: one allocation per
+	// response instead of one per header (this is the hot path).
+	vals := [...]string{id.AgentID, string(id.Method), id.KeyID, id.Credential, id.User}
+	all := vals[:]
 	h := w.Header()
-	h[HeaderAgentID] = []string{id.AgentID}
-	h[HeaderMethod] = []string{string(id.Method)}
-	h[HeaderKeyID] = []string{id.KeyID}
-	h[HeaderCredential] = []string{id.Credential}
+	h[HeaderAgentID] = all[0:1:1]
+	h[HeaderMethod] = all[1:2:2]
+	h[HeaderKeyID] = all[2:3:3]
+	h[HeaderCredential] = all[3:4:4]
 	if id.User != "" {
-		h[HeaderUser] = []string{id.User}
+		h[HeaderUser] = all[4:5:5]
 	}
 	w.WriteHeader(http.StatusOK)
 	return outcome{id.Method, http.StatusOK}

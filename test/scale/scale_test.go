@@ -2,7 +2,9 @@
 // revocation latency, reconcile throughput against a client-side ceiling, and
 // whether unrelated Secrets cost the controller memory. It holds benchmarks
 // only; `make bench-scale` runs them (AGENTCRED_SCALE_N sets the number of
-// credentials, default 1000). Nothing starts when no benchmark is asked for.
+// credentials, default 1000; AGENTCRED_SCALE_CONCURRENCY the concurrent
+// reconciles to compare, default 4,16). Nothing starts when no benchmark is
+// asked for.
 package scale
 
 import (
@@ -200,6 +202,21 @@ func scaleN() int {
 	return 1000
 }
 
+// concurrencies are the --max-concurrent-reconciles values to measure:
+// AGENTCRED_SCALE_CONCURRENCY (comma-separated), default 4 and 16.
+func concurrencies() []int {
+	var out []int
+	for _, f := range strings.Split(os.Getenv("AGENTCRED_SCALE_CONCURRENCY"), ",") {
+		if c, err := strconv.Atoi(strings.TrimSpace(f)); err == nil && c > 0 {
+			out = append(out, c)
+		}
+	}
+	if len(out) == 0 {
+		return []int{4, 16}
+	}
+	return out
+}
+
 var nsCounter atomic.Int64
 
 func newNamespace(b *testing.B, prefix string) string {
@@ -341,7 +358,7 @@ func countReady(c client.Client, ns string) int {
 // (before the controller starts; the ceiling's objects are removed first).
 func BenchmarkReconcileThroughput(b *testing.B) {
 	n := scaleN()
-	for _, conc := range []int{4, 16} {
+	for _, conc := range concurrencies() {
 		b.Run(fmt.Sprintf("credentials=%d/max-concurrent-reconciles=%d", n, conc), func(b *testing.B) {
 			for b.Loop() {
 				ceil := ceiling(b, n)

@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
 	"github.com/agrenting/agentcred/controllers"
@@ -482,4 +483,37 @@ func TestNamesAtTheLimitsAndUnicode(t *testing.T) {
 	waitReady(t, ut)
 	g.Expect(hashRecord(t, ut).User).To(Equal("jürgen.østergård@例え.jp"))
 	g.Expect(string(agentSecret(t, ns, "unicode").Data[controllers.AgentSecretUser])).To(Equal("jürgen.østergård@例え.jp"))
+}
+
+// The cache drops managedFields (memory), and the controller's updates from
+// those cached copies must not wipe the field ownership on the server.
+func TestCachedObjectsDropManagedFieldsAndUpdatesKeepThem(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	cred := apiKeyCredential(ns, "lean-agent", func(c *authv1alpha1.AgentCredential) {
+		c.Spec.SecretTemplate = &authv1alpha1.SecretTemplate{Labels: map[string]string{"team": "lean"}}
+	})
+	create(t, cred)
+	cred = waitReady(t, cred)
+	g.Expect(cred.ManagedFields).NotTo(BeEmpty(), "the API server tracks field ownership")
+
+	key := client.ObjectKey{Namespace: ns, Name: "lean-agent"}
+	g.Eventually(func(g Gomega) {
+		c, s := &authv1alpha1.AgentCredential{}, &corev1.Secret{}
+		g.Expect(cached.Get(ctx, key, c)).To(Succeed())
+		g.Expect(cached.Get(ctx, key, s)).To(Succeed())
+		g.Expect(c.ManagedFields).To(BeEmpty())
+		g.Expect(s.ManagedFields).To(BeEmpty())
+	}).Should(Succeed())
+
+	// Remove the template label: the controller repairs it with an update
+	// built from its cached copy, which has no managedFields.
+	s := agentSecret(t, ns, "lean-agent")
+	delete(s.Labels, "team")
+	g.Expect(k8s.Update(ctx, s)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		s := agentSecret(t, ns, "lean-agent")
+		g.Expect(s.Labels).To(HaveKeyWithValue("team", "lean"))
+		g.Expect(s.ManagedFields).NotTo(BeEmpty())
+	}).Should(Succeed())
 }

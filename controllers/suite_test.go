@@ -34,6 +34,8 @@ var (
 	logs      = &harness.SyncBuffer{}
 	// testMetrics are the controller's metrics, registered with registry.
 	testMetrics *controllers.Metrics
+	// cached reads the manager's cache, as the controller does.
+	cached client.Reader
 )
 
 func TestMain(m *testing.M) {
@@ -64,6 +66,7 @@ func runSuite(m *testing.M) int {
 		return 1
 	}
 	k8s = mgr.GetClient()
+	cached = mgr.GetClient()
 	testMetrics = controllers.NewMetrics(mgr.GetCache())
 	if err := testMetrics.Register(registry); err != nil {
 		fmt.Fprintln(os.Stderr, err)

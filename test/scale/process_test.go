@@ -25,11 +25,11 @@ import (
 // managerProcess is the manager binary running in its own process, so that
 // its memory is its own and not the benchmark client's.
 type managerProcess struct {
-	cmd        *exec.Cmd
-	exited     chan struct{}
-	log        harness.SyncBuffer
-	pprofURL   string
-	readyURL   string
+	cmd      *exec.Cmd
+	exited   chan struct{}
+	log      harness.SyncBuffer
+	pprofURL string
+	readyURL string
 }
 
 // startManagerProcess builds cmd/manager and runs it against the control

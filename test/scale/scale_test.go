@@ -295,8 +295,11 @@ func mirror(b *testing.B, n int) time.Duration {
 		if err := k8s.Patch(ctx, c, patch); err != nil {
 			return err
 		}
-		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: c.Name}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
-			return fmt.Errorf("reading the agent Secret: %v", err)
+		switch err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: c.Name}, &corev1.Secret{}); {
+		case err == nil:
+			return fmt.Errorf("secret %s/%s already exists", ns, c.Name)
+		case !apierrors.IsNotFound(err):
+			return fmt.Errorf("reading the agent Secret: %w", err)
 		}
 		if err := createSecretPair(ns, c); err != nil {
 			return err

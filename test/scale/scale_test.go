@@ -3,8 +3,9 @@
 // whether unrelated Secrets cost the controller memory. It holds benchmarks
 // only; `make bench-scale` runs them (AGENTCRED_SCALE_N sets the number of
 // credentials, default 1000; AGENTCRED_SCALE_CONCURRENCY the concurrent
-// reconciles to compare, default 4,16). Nothing starts when no benchmark is
-// asked for.
+// reconciles to compare, default 4,16; AGENTCRED_SCALE_APISERVER_PROFILE a
+// path prefix for kube-apiserver CPU profiles of the throughput runs).
+// Nothing starts when no benchmark is asked for.
 package scale
 
 import (
@@ -432,6 +433,7 @@ func BenchmarkReconcileThroughput(b *testing.B) {
 				same := mirror(b, n)
 				stop, cached := startOperatorWithCache(b, conc)
 				ns := newNamespace(b, "throughput")
+				profiled := profileAPIServer(b, fmt.Sprintf("conc%d", conc))
 				start := time.Now()
 				if err := parallel(n, func(i int) error { return k8s.Create(ctx, credential(ns, i)) }); err != nil {
 					b.Fatal(err)
@@ -439,6 +441,7 @@ func BenchmarkReconcileThroughput(b *testing.B) {
 				created := time.Since(start)
 				waitCount(b, func() int { return countReady(cached, ns) }, n)
 				total := time.Since(start)
+				profiled()
 				// The operator runs in this process: its heap (after GC) and
 				// the process RSS with N credentials cached and indexed.
 				b.ReportMetric(float64(heap())/1024/1024, "process-heap-MiB")
@@ -458,6 +461,35 @@ func BenchmarkReconcileThroughput(b *testing.B) {
 				b.ReportMetric(same.Seconds()/total.Seconds(), "ratio-to-operator-requests-by-client")
 			}
 		})
+	}
+}
+
+// profileAPIServer, when AGENTCRED_SCALE_APISERVER_PROFILE names a path
+// prefix, records a CPU profile of kube-apiserver (its /debug/pprof, as the
+// admin user) for the first 8 seconds of the operator's work, to
+// <prefix>-<name>.pprof; the returned func waits for it.
+func profileAPIServer(b *testing.B, name string) (wait func()) {
+	prefix := os.Getenv("AGENTCRED_SCALE_APISERVER_PROFILE")
+	if prefix == "" {
+		return func() {}
+	}
+	cs, err := kubernetes.NewForConfig(env.Config)
+	if err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		raw, err := cs.CoreV1().RESTClient().Get().AbsPath("/debug/pprof/profile").Param("seconds", "8").
+			Timeout(30 * time.Second).DoRaw(ctx)
+		if err == nil {
+			err = os.WriteFile(prefix+"-"+name+".pprof", raw, 0o600)
+		}
+		done <- err
+	}()
+	return func() {
+		if err := <-done; err != nil {
+			b.Errorf("profiling kube-apiserver: %v", err)
+		}
 	}
 }
 

@@ -63,7 +63,9 @@ controlplane: ## Build (once) the kube-apiserver and etcd used by tests and make
 
 .PHONY: run
 run: manifests generate fmt vet ## Run agentcred locally: on an embedded kube-apiserver + etcd, or on the cluster in KUBECONFIG if it answers. ARGS=… passes flags.
-	KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(hack/controlplane.sh)}" go run ./cmd/agentcred-local $(ARGS)
+	go build -o $(LOCALBIN)/agentcred-local ./cmd/agentcred-local
+	@# Run the binary, not `go run`: go run exits 1 when a signal reaches it, even after agentcred-local stopped cleanly.
+	KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(hack/controlplane.sh)}" $(LOCALBIN)/agentcred-local $(ARGS)
 
 .PHONY: test
 test: manifests generate fmt vet ## Run every test, integration tests included, against a real kube-apiserver and etcd.

@@ -14,10 +14,8 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/agrenting/agentcred/controllers"
-	"github.com/agrenting/agentcred/internal/agentindex"
 	"github.com/agrenting/agentcred/test/controlplane"
 	"github.com/agrenting/agentcred/test/harness"
 )
@@ -55,31 +53,16 @@ func runSuite(m *testing.M) int {
 	}()
 	ctrl.SetLogger(zap.New(zap.WriteTo(logs), zap.UseDevMode(true)))
 
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
-		Scheme:                 controlplane.Scheme(),
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		Cache:                  controllers.CacheOptions(),
-	})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	k8s = mgr.GetClient()
-	cached = mgr.GetClient()
-	testMetrics = controllers.NewMetrics(mgr.GetCache())
-	if err := testMetrics.Register(registry); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	r := controllers.NewReconciler(mgr, fakeClock, operatorNamespace, testMetrics)
-	if err := agentindex.Register(ctx, mgr.GetFieldIndexer()); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+	mgr, metrics, err := harness.NewControllerManager(ctx, env.Config, harness.ControllerOptions{
+		Clock: fakeClock, OperatorNamespace: operatorNamespace, MaxConcurrentReconciles: 2,
+	})
+	if err == nil {
+		testMetrics, cached = metrics, mgr.GetClient()
+		err = testMetrics.Register(registry)
 	}
-	if err := r.SetupWithManager(mgr, controllers.SetupOptions{MaxConcurrentReconciles: 2}); err != nil {
+	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

@@ -1,6 +1,6 @@
 // Package harness holds the small pieces the integration test packages
-// share: a log buffer that goroutines can write to, and free loopback
-// addresses for the servers a test starts.
+// share: a log buffer that goroutines can write to, free loopback addresses
+// for the servers a test starts, and the controller wired on a manager.
 package harness
 
 import (

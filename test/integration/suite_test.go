@@ -24,12 +24,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/agrenting/agentcred/controllers"
-	"github.com/agrenting/agentcred/internal/agentindex"
 	"github.com/agrenting/agentcred/internal/authserver"
 	"github.com/agrenting/agentcred/test/controlplane"
+	"github.com/agrenting/agentcred/test/harness"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -81,25 +80,16 @@ func run(m *testing.M) int {
 	// errors also go to stderr.
 	ctrl.SetLogger(zap.New(zap.WriteTo(io.MultiWriter(allLogs, levelFilter{os.Stderr})), zap.Level(zapLevelDebug())))
 
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
-		Scheme: controlplane.Scheme(), Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
-		Cache: controllers.CacheOptions(),
+	mctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	mgr, metrics, err := harness.NewControllerManager(mctx, env.Config, harness.ControllerOptions{
+		Clock: fakeClock, OperatorNamespace: operatorNamespace, MaxConcurrentReconciles: 2,
 	})
 	if err != nil {
 		return fail(err)
 	}
-	mctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	reg = prometheus.NewRegistry()
-	metrics := controllers.NewMetrics(mgr.GetCache())
 	if err := metrics.Register(reg); err != nil {
-		return fail(err)
-	}
-	r := controllers.NewReconciler(mgr, fakeClock, operatorNamespace, metrics)
-	if err := agentindex.Register(mctx, mgr.GetFieldIndexer()); err != nil {
-		return fail(err)
-	}
-	if err := r.SetupWithManager(mgr, controllers.SetupOptions{MaxConcurrentReconciles: 2}); err != nil {
 		return fail(err)
 	}
 	if err := mgr.Add(&controllers.SessionKeyRotator{

@@ -14,14 +14,10 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	clocktesting "k8s.io/utils/clock/testing"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
-	"github.com/agrenting/agentcred/controllers"
-	"github.com/agrenting/agentcred/internal/agentindex"
-	"github.com/agrenting/agentcred/test/controlplane"
+	"github.com/agrenting/agentcred/test/harness"
 )
 
 const (
@@ -96,15 +92,11 @@ func TestManagerServiceAccountHasWhatItNeedsAndNoMore(t *testing.T) {
 
 	// The proof that it suffices: run the controller as that ServiceAccount.
 	cfg := impersonating(managerSA)
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme: controlplane.Scheme(), Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
-		Cache: controllers.CacheOptions(),
+	mctx, cancel := context.WithCancel(ctx)
+	mgr, _, err := harness.NewControllerManager(mctx, cfg, harness.ControllerOptions{
+		Clock: clocktesting.NewFakeClock(time.Now()), OperatorNamespace: operatorNamespace, MaxConcurrentReconciles: 1,
 	})
 	g.Expect(err).NotTo(HaveOccurred())
-	mctx, cancel := context.WithCancel(ctx)
-	g.Expect(agentindex.Register(mctx, mgr.GetFieldIndexer())).To(Succeed())
-	r := controllers.NewReconciler(mgr, clocktesting.NewFakeClock(time.Now()), operatorNamespace, controllers.NewMetrics(mgr.GetCache()))
-	g.Expect(r.SetupWithManager(mgr, controllers.SetupOptions{MaxConcurrentReconciles: 1})).To(Succeed())
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(mctx) }()
 	defer func() {

@@ -38,13 +38,11 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
-	"github.com/agrenting/agentcred/controllers"
-	"github.com/agrenting/agentcred/internal/agentindex"
 	"github.com/agrenting/agentcred/internal/authserver"
 	"github.com/agrenting/agentcred/test/controlplane"
+	"github.com/agrenting/agentcred/test/harness"
 	"github.com/go-logr/logr"
 )
 
@@ -104,21 +102,17 @@ func startOperatorWithClock(b *testing.B, concurrency int, clk clock.PassiveCloc
 	cfg.QPS, cfg.Burst = 1000, 2000
 	operatorRequests.reset()
 	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return &countingTransport{next: rt} })
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme: controlplane.Scheme(), Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
-		Cache: controllers.CacheOptions(), Logger: logr.Discard(),
-		// Each benchmark starts its own manager in this process.
-		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+	mctx, cancel := context.WithCancel(ctx)
+	mgr, _, err := harness.NewControllerManager(mctx, cfg, harness.ControllerOptions{
+		Clock: clk, OperatorNamespace: operatorNamespace, MaxConcurrentReconciles: concurrency,
+		Manager: ctrl.Options{
+			Logger: logr.Discard(),
+			// Each benchmark starts its own manager in this process.
+			Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+		},
 	})
 	if err != nil {
-		b.Fatal(err)
-	}
-	mctx, cancel := context.WithCancel(ctx)
-	if err := agentindex.Register(mctx, mgr.GetFieldIndexer()); err != nil {
-		b.Fatal(err)
-	}
-	r := controllers.NewReconciler(mgr, clk, operatorNamespace, controllers.NewMetrics(mgr.GetCache()))
-	if err := r.SetupWithManager(mgr, controllers.SetupOptions{MaxConcurrentReconciles: concurrency}); err != nil {
+		cancel()
 		b.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -399,17 +393,27 @@ func purge(b *testing.B, ns string) {
 // is not deep-copied: at 10,000 credentials, copying the whole cache ten
 // times a second cost the in-process operator measurable CPU.
 func countReady(c client.Client, ns string) int {
+	return countCredentials(c, ns, func(*authv1alpha1.AgentCredential) bool { return true })
+}
+
+// countRotated counts Ready credentials in ns that rotated at least once.
+func countRotated(c client.Client, ns string) int {
+	return countCredentials(c, ns, func(cred *authv1alpha1.AgentCredential) bool { return cred.Status.RotationCount >= 1 })
+}
+
+// countCredentials counts the Ready credentials in ns that match.
+func countCredentials(c client.Client, ns string, match func(*authv1alpha1.AgentCredential) bool) int {
 	list := &authv1alpha1.AgentCredentialList{}
 	if err := c.List(ctx, list, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
 		return 0
 	}
-	ready := 0
+	n := 0
 	for i := range list.Items {
-		if meta.IsStatusConditionTrue(list.Items[i].Status.Conditions, authv1alpha1.ReadyCondition) {
-			ready++
+		if cred := &list.Items[i]; meta.IsStatusConditionTrue(cred.Status.Conditions, authv1alpha1.ReadyCondition) && match(cred) {
+			n++
 		}
 	}
-	return ready
+	return n
 }
 
 // BenchmarkReconcileThroughput creates N credentials at once and measures the
@@ -720,20 +724,6 @@ func BenchmarkRotationStorm(b *testing.B) {
 		b.ReportMetric(percentile(ready, 0.5).Seconds(), "new-ready-p50-s")
 		b.ReportMetric(percentile(ready, 0.99).Seconds(), "new-ready-p99-s")
 	}
-}
-
-func countRotated(c client.Client, ns string) int {
-	list := &authv1alpha1.AgentCredentialList{}
-	if err := c.List(ctx, list, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
-		return 0
-	}
-	rotated := 0
-	for i := range list.Items {
-		if list.Items[i].Status.RotationCount >= 1 && meta.IsStatusConditionTrue(list.Items[i].Status.Conditions, authv1alpha1.ReadyCondition) {
-			rotated++
-		}
-	}
-	return rotated
 }
 
 func waitCount(b *testing.B, count func() int, want int) {

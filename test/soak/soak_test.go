@@ -29,13 +29,11 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
-	"github.com/agrenting/agentcred/controllers"
-	"github.com/agrenting/agentcred/internal/agentindex"
 	"github.com/agrenting/agentcred/internal/authserver"
 	"github.com/agrenting/agentcred/test/controlplane"
+	"github.com/agrenting/agentcred/test/harness"
 )
 
 const operatorNamespace = "agentcred-system"
@@ -82,12 +80,10 @@ func TestSoakUnderRotation(t *testing.T) {
 	clk := clocktesting.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{Scheme: controlplane.Scheme(), Metrics: metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0", Cache: controllers.CacheOptions(), Logger: logr.Discard()})
+	mgr, _, err := harness.NewControllerManager(ctx, env.Config, harness.ControllerOptions{
+		Clock: clk, OperatorNamespace: operatorNamespace, MaxConcurrentReconciles: 4, Manager: ctrl.Options{Logger: logr.Discard()},
+	})
 	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(agentindex.Register(ctx, mgr.GetFieldIndexer())).To(Succeed())
-	r := controllers.NewReconciler(mgr, clk, operatorNamespace, controllers.NewMetrics(mgr.GetCache()))
-	g.Expect(r.SetupWithManager(mgr, controllers.SetupOptions{MaxConcurrentReconciles: 4})).To(Succeed())
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	g.Expect(err).NotTo(HaveOccurred())
 	cs, err := kubernetes.NewForConfig(env.Config)

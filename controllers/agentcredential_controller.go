@@ -26,6 +26,7 @@ import (
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
 	"github.com/agrenting/agentcred/internal/hashsecret"
 	"github.com/agrenting/agentcred/internal/rotation"
+	"github.com/agrenting/agentcred/internal/tenancy"
 )
 
 // Event reasons.
@@ -36,6 +37,7 @@ const (
 	EventReissued          = "Reissued"
 	EventConflict          = "Conflict"
 	EventHashRepaired      = "HashRepaired"
+	EventClaimed           = "Claimed"
 )
 
 // AgentCredentialReconciler issues, hashes and rotates the key of each AgentCredential.
@@ -51,11 +53,16 @@ type AgentCredentialReconciler struct {
 	// OperatorNamespace holds the hash Secrets.
 	OperatorNamespace string
 	Metrics           *Metrics
+	// IdentityClaims says whether a namespace may claim an unclaimed
+	// identity on first use (the default) or only use preassigned claims.
+	IdentityClaims tenancy.Mode
 }
 
 // +kubebuilder:rbac:groups=auth.agrenting.io,resources=agentcredentials,verbs=get;list;watch;update;patch
 // +kubebuilder:rbac:groups=auth.agrenting.io,resources=agentcredentials/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=auth.agrenting.io,resources=agentcredentials/finalizers,verbs=update
+// +kubebuilder:rbac:groups=auth.agrenting.io,resources=identityclaims,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups=auth.agrenting.io,resources=identityclaims/status,verbs=get;update
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
@@ -78,7 +85,7 @@ func (r *AgentCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	before := cred.DeepCopy()
 	defer func() { retErr = r.patchStatus(ctx, before, cred, retErr) }()
 
-	if blocked, err := r.checkTenancy(ctx, cred); blocked || err != nil {
+	if held, err := r.claimIdentities(ctx, cred); held || err != nil {
 		return ctrl.Result{}, err
 	}
 	agent, err := r.getAgentSecret(ctx, cred)
@@ -257,7 +264,10 @@ func (r *AgentCredentialReconciler) removeOrphan(ctx context.Context, req ctrl.R
 	case !apierrors.IsNotFound(err):
 		return err
 	}
-	return r.deleteHashSecret(ctx, req.Namespace, req.Name)
+	if err := r.deleteHashSecret(ctx, req.Namespace, req.Name); err != nil {
+		return err
+	}
+	return r.recordClaimUse(ctx, req.Namespace, req.Name, nil)
 }
 
 // finalize revokes the key (deletes the hash Secret), deletes the agent
@@ -270,6 +280,11 @@ func (r *AgentCredentialReconciler) finalize(ctx context.Context, cred *authv1al
 		return err
 	}
 	if err := r.deleteAgentSecret(ctx, cred); err != nil {
+		return err
+	}
+	// The claims stay with the namespace (a revoke never frees an identity
+	// for another tenant); they only stop counting this credential as a user.
+	if err := r.recordClaimUse(ctx, cred.Namespace, cred.Name, nil); err != nil {
 		return err
 	}
 	r.Metrics.forget(cred)

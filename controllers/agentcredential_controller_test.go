@@ -363,35 +363,6 @@ func TestEditedOrDeletedHashSecretIsRewritten(t *testing.T) {
 	g.Expect(get(t, cred).Status.KeyID).To(Equal(cred.Status.KeyID))
 }
 
-func TestAgentIDOwnedByAnotherNamespaceConflicts(t *testing.T) {
-	g := NewWithT(t)
-	owner, intruder := newNamespace(t), newNamespace(t)
-	first := apiKeyCredential(owner, "first")
-	create(t, first)
-	first = waitReady(t, first)
-
-	second := apiKeyCredential(intruder, "second", func(c *authv1alpha1.AgentCredential) { c.Spec.AgentID = first.Spec.AgentID })
-	create(t, second)
-	second = waitCondition(t, second, metav1.ConditionFalse, authv1alpha1.ReasonAgentIDConflict)
-	g.Expect(readyMessage(second)).To(ContainSubstring("belongs to namespace " + owner))
-	g.Expect(second.Status.KeyID).To(BeEmpty())
-	g.Consistently(func() error { return k8s.Get(ctx, hashSecretKey(second), &corev1.Secret{}) }).
-		WithTimeout(time.Second).Should(MatchError(ContainSubstring("not found")), "a conflicting credential must have no hash Secret")
-	waitEvent(t, second, controllers.EventConflict)
-
-	// Another credential in the owner's namespace may name the same agent.
-	sibling := apiKeyCredential(owner, "sibling", func(c *authv1alpha1.AgentCredential) { c.Spec.AgentID = first.Spec.AgentID })
-	create(t, sibling)
-	waitReady(t, sibling)
-
-	// Once the owner's namespace lets go of the agent, the intruder becomes its owner.
-	g.Expect(k8s.Delete(ctx, first)).To(Succeed())
-	g.Expect(k8s.Delete(ctx, sibling)).To(Succeed())
-	waitGone(t, first)
-	waitGone(t, sibling)
-	waitReady(t, second)
-}
-
 func TestForeignSecretIsNotOverwritten(t *testing.T) {
 	g := NewWithT(t)
 	ns := newNamespace(t)

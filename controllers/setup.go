@@ -48,7 +48,7 @@ type SetupOptions struct {
 }
 
 // SetupWithManager registers the controller and its watches. The manager's
-// cache must have the agent-ID index (agentindex.Register).
+// cache must have the identity indexes (identityindex.Register).
 func (r *AgentCredentialReconciler) SetupWithManager(mgr ctrl.Manager, opts SetupOptions) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("agentcredential").
@@ -85,8 +85,15 @@ func (r *AgentCredentialReconciler) SetupWithManager(mgr ctrl.Manager, opts Setu
 		}, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
 			return o.GetNamespace() == r.OperatorNamespace && o.GetLabels()[authv1alpha1.SecretRoleLabel] == RoleKeyHash
 		}))).
-		// A credential appearing or going away may settle who owns an agent ID.
-		Watches(&authv1alpha1.AgentCredential{}, r.sharedAgentIDHandler()).
+		// A credential appearing or going away may let another claim an
+		// unclaimed identity.
+		Watches(&authv1alpha1.AgentCredential{}, r.sharedIdentityHandler()).
+		// A claim made or deleted (by an admin, or on release) changes who
+		// may use its identity. Claims are immutable; their status updates
+		// (the users we record) change nothing for a credential.
+		Watches(&authv1alpha1.IdentityClaim{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			return r.requestsForClaim(ctx, o.GetName(), nil)
+		}), builder.WithPredicates(predicate.Funcs{UpdateFunc: func(event.UpdateEvent) bool { return false }})).
 		WithOptions(controller.Options{
 			MaxConcurrentReconciles: opts.MaxConcurrentReconciles,
 			RateLimiter:             workqueue.DefaultTypedControllerRateLimiter[reconcile.Request](),
@@ -115,12 +122,12 @@ func deletionChanged() predicate.Funcs {
 	}}
 }
 
-// sharedAgentIDHandler enqueues the other credentials naming the agent IDs
-// of a credential that was created, deleted or changed its agents.
-func (r *AgentCredentialReconciler) sharedAgentIDHandler() handler.EventHandler {
+// sharedIdentityHandler enqueues the other credentials naming the
+// identities of a credential that was created, deleted or changed its agents.
+func (r *AgentCredentialReconciler) sharedIdentityHandler() handler.EventHandler {
 	enqueue := func(ctx context.Context, o client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 		if cred, ok := o.(*authv1alpha1.AgentCredential); ok {
-			for _, req := range r.requestsForSharedAgentIDs(ctx, cred) {
+			for _, req := range r.requestsForSharedIdentities(ctx, cred) {
 				q.Add(req)
 			}
 		}

@@ -1,7 +1,7 @@
 // Package webhook is the validating admission webhook for AgentCredentials.
 // It does only what the CRD schema cannot, because it needs a lookup: it
 // refuses a secretName that would take over a Secret this credential does not
-// control, and agent IDs that another namespace owns. The controller enforces
+// control, and agent IDs or users that another namespace has claimed. The controller enforces
 // the same rules, so bypassing the webhook gains nothing.
 package webhook
 
@@ -9,19 +9,17 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
-	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
-	"github.com/agrenting/agentcred/internal/agentindex"
+	"github.com/agrenting/agentcred/internal/identityindex"
 	"github.com/agrenting/agentcred/internal/tenancy"
 )
 
@@ -38,11 +36,13 @@ const RecommendedMaxPeriod = authv1alpha1.DefaultRotationPeriod
 
 // Validator validates AgentCredentials on create and update.
 type Validator struct {
-	// Credentials reads AgentCredentials through the agent-ID index.
+	// Credentials reads AgentCredentials and IdentityClaims (cached).
 	Credentials client.Reader
 	// Secrets reads a Secret by name, around the label-filtered cache.
 	Secrets client.Reader
-	Clock   clock.PassiveClock
+	// IdentityClaims is the claim mode: with Preassigned, identities
+	// without a claim for the namespace are refused too.
+	IdentityClaims tenancy.Mode
 }
 
 var _ admission.Validator[*authv1alpha1.AgentCredential] = &Validator{}
@@ -62,32 +62,24 @@ func (v *Validator) ValidateCreate(ctx context.Context, cred *authv1alpha1.Agent
 	if secretErr != nil {
 		errs = append(errs, secretErr)
 	}
-	tenancyErrs, err := v.checkAgentIDs(ctx, cred, true)
+	identityErrs, err := v.checkIdentities(ctx, cred, identityindex.Identities(cred))
 	if err != nil {
 		return nil, err
 	}
-	errs = append(errs, tenancyErrs...)
+	errs = append(errs, identityErrs...)
 	return warnings(cred), invalid(cred, errs)
 }
 
-// ValidateUpdate checks a changed credential. secretName cannot change (the
-// schema says so), but agents can: only a change of agents is checked, so a
-// credential that conflicts already (made while the webhook was bypassed)
-// can still get its finalizer, annotations and deletion.
+// ValidateUpdate checks a changed credential. secretName and user cannot
+// change (the schema says so), but agents can: only agents added now are
+// checked, so a credential that conflicts already (made while the webhook
+// was bypassed) can still get its finalizer, annotations and deletion.
 func (v *Validator) ValidateUpdate(ctx context.Context, old, cred *authv1alpha1.AgentCredential) (admission.Warnings, error) {
-	added := addedAgents(old, cred)
+	added := addedIdentities(old, cred)
 	if !cred.DeletionTimestamp.IsZero() || len(added) == 0 {
 		return warnings(cred), nil
 	}
-	// An agent ID added now is claimed now: it must not take an agent from a
-	// namespace that already owns it, however old this credential is.
-	claimant := cred.DeepCopy()
-	claimant.Spec.AgentID, claimant.Spec.Agents = "", added
-	claimant.Spec.Type = authv1alpha1.UserTokenType
-	errs, err := v.checkAgentIDs(ctx, claimant, true)
-	for _, e := range errs {
-		e.Field = agentIDPathIn(cred, e.BadValue).String()
-	}
+	errs, err := v.checkIdentities(ctx, cred, added)
 	if err != nil {
 		return nil, err
 	}
@@ -99,15 +91,15 @@ func (v *Validator) ValidateDelete(context.Context, *authv1alpha1.AgentCredentia
 	return nil, nil
 }
 
-// addedAgents returns the agent IDs in b that are not in a.
-func addedAgents(a, b *authv1alpha1.AgentCredential) []string {
+// addedIdentities returns the identities b names that a does not.
+func addedIdentities(a, b *authv1alpha1.AgentCredential) []tenancy.Identity {
 	had := map[string]bool{}
-	for _, id := range a.AgentIDs() {
-		had[id] = true
+	for _, id := range identityindex.Identities(a) {
+		had[tenancy.ClaimName(id)] = true
 	}
-	var out []string
-	for _, id := range b.AgentIDs() {
-		if !had[id] {
+	var out []tenancy.Identity
+	for _, id := range identityindex.Identities(b) {
+		if !had[tenancy.ClaimName(id)] {
 			out = append(out, id)
 		}
 	}
@@ -151,48 +143,46 @@ func (v *Validator) checkSecretName(ctx context.Context, cred *authv1alpha1.Agen
 	return nil, nil
 }
 
-// checkAgentIDs refuses agent IDs owned by another namespace: the same rule,
-// through the same index, as the controller.
-func (v *Validator) checkAgentIDs(ctx context.Context, cred *authv1alpha1.AgentCredential, creating bool) (field.ErrorList, error) {
-	claims, err := agentindex.ListClaims(ctx, v.Credentials, cred.AgentIDs())
-	if err != nil {
-		return nil, err
-	}
-	claim := agentindex.ClaimOf(cred)
-	if creating {
-		// The API server stamps creationTimestamp before admission, to the
-		// second; an object being created is newer than every existing one,
-		// even one created in the same second.
-		claim.Created = v.Clock.Now().Add(time.Second)
-	}
+// checkIdentities refuses identities whose IdentityClaim binds them to
+// another namespace (and, with preassigned claims, identities no claim binds
+// to this one). The message names the field, never the holder. Claims are
+// read from the cache: the controller, which creates them with one atomic
+// Create, is the authority; this only refuses early.
+func (v *Validator) checkIdentities(ctx context.Context, cred *authv1alpha1.AgentCredential, ids []tenancy.Identity) (field.ErrorList, error) {
 	var errs field.ErrorList
-	for _, c := range tenancy.Conflicts(claim, claims) {
-		ns, _, _ := strings.Cut(c.Owner, "/")
-		errs = append(errs, forbiddenAgent(agentIDPath(cred, c.AgentID), c.AgentID,
-			fmt.Sprintf("agent ID %s belongs to namespace %q (AgentCredential %s); an agent's credentials must all live in one namespace", c.AgentID, ns, c.Owner)))
+	for _, id := range ids {
+		claim := &authv1alpha1.IdentityClaim{}
+		err := v.Credentials.Get(ctx, client.ObjectKey{Name: tenancy.ClaimName(id)}, claim)
+		var spec *authv1alpha1.IdentityClaimSpec
+		switch {
+		case err == nil:
+			spec = &claim.Spec
+		case !apierrors.IsNotFound(err):
+			return nil, fmt.Errorf("reading IdentityClaim %s: %w", tenancy.ClaimName(id), err)
+		}
+		switch tenancy.HoldingOf(spec, id, cred.Namespace) {
+		case tenancy.Elsewhere:
+			errs = append(errs, field.Forbidden(identityPath(cred, id), tenancy.Refusal(id)))
+		case tenancy.Unclaimed:
+			if v.IdentityClaims == tenancy.Preassigned {
+				errs = append(errs, field.Forbidden(identityPath(cred, id), tenancy.NotAssigned(id, cred.Namespace)))
+			}
+		}
 	}
 	return errs, nil
 }
 
-// forbiddenAgent is field.Forbidden that remembers the agent ID, so the
-// path can be recomputed against the full object.
-func forbiddenAgent(path *field.Path, agentID, detail string) *field.Error {
-	e := field.Forbidden(path, detail)
-	e.BadValue = agentID
-	return e
-}
-
-func agentIDPathIn(cred *authv1alpha1.AgentCredential, agentID interface{}) *field.Path {
-	id, _ := agentID.(string)
-	return agentIDPath(cred, id)
-}
-
-func agentIDPath(cred *authv1alpha1.AgentCredential, id string) *field.Path {
+// identityPath is the field that names id: spec.user, spec.agentID or
+// spec.agents[i].
+func identityPath(cred *authv1alpha1.AgentCredential, id tenancy.Identity) *field.Path {
+	if id.Kind == authv1alpha1.UserIdentity {
+		return field.NewPath("spec", "user")
+	}
 	if cred.CredentialType() != authv1alpha1.UserTokenType {
 		return field.NewPath("spec", "agentID")
 	}
 	for i, a := range cred.Spec.Agents {
-		if strings.EqualFold(a, id) {
+		if strings.EqualFold(a, id.Value) {
 			return field.NewPath("spec", "agents").Index(i)
 		}
 	}

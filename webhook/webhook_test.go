@@ -16,7 +16,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -24,7 +23,8 @@ import (
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
-	"github.com/agrenting/agentcred/internal/agentindex"
+	"github.com/agrenting/agentcred/internal/identityindex"
+	"github.com/agrenting/agentcred/internal/tenancy"
 	"github.com/agrenting/agentcred/test/controlplane"
 	"github.com/agrenting/agentcred/webhook"
 )
@@ -82,11 +82,11 @@ func run(m *testing.M) int {
 	}
 	mctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if err := agentindex.Register(mctx, mgr.GetFieldIndexer()); err != nil {
+	if err := identityindex.Register(mctx, mgr.GetFieldIndexer()); err != nil {
 		return fail(err)
 	}
 	cached = mgr.GetClient()
-	v := &webhook.Validator{Credentials: mgr.GetClient(), Secrets: mgr.GetAPIReader(), Clock: clock.RealClock{}}
+	v := &webhook.Validator{Credentials: mgr.GetClient(), Secrets: mgr.GetAPIReader()}
 	if err := v.SetupWithManager(mgr); err != nil {
 		return fail(err)
 	}
@@ -191,16 +191,48 @@ func TestRefusesAnotherCredentialsSecret(t *testing.T) {
 	g.Expect(err).To(MatchError(ContainSubstring(`Secret "issued" belongs to AgentCredential "first"`)))
 }
 
-func TestRefusesAgentIDOwnedByAnotherNamespace(t *testing.T) {
+// claimFor creates the IdentityClaim binding id to namespace, as the
+// controller (or an admin) would, and waits until the webhook's cache has it.
+func claimFor(t *testing.T, id tenancy.Identity, namespace string) {
+	t.Helper()
+	c := &authv1alpha1.IdentityClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: tenancy.ClaimName(id)},
+		Spec:       authv1alpha1.IdentityClaimSpec{Kind: id.Kind, Value: id.Value, Namespace: namespace},
+	}
+	if err := k8s.Create(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(ctx, c) })
+	NewWithT(t).Eventually(func() error {
+		return cached.Get(ctx, client.ObjectKeyFromObject(c), &authv1alpha1.IdentityClaim{})
+	}).WithTimeout(10 * time.Second).WithPolling(10 * time.Millisecond).Should(Succeed())
+}
+
+// TestRefusesIdentityClaimedElsewhere: agent IDs and users claimed by another
+// namespace are refused on create and when added on update, with the field
+// path, and the message never names the namespace or credential holding them.
+func TestRefusesIdentityClaimedElsewhere(t *testing.T) {
 	g := NewWithT(t)
 	owner, other := newNamespace(t), newNamespace(t)
 	agent := newAgentID()
+	user := fmt.Sprintf("alice-%d@example.com", counter.Add(1))
+	claimFor(t, tenancy.Agent(agent), owner)
+	claimFor(t, tenancy.User(user), owner)
 	mine := apiKey(owner, "mine", agent)
 	g.Expect(k8s.Create(ctx, mine)).To(Succeed())
 	seenByWebhook(t, mine)
+	noHolder := func(err error) {
+		t.Helper()
+		g.Expect(err.Error()).NotTo(ContainSubstring(owner), "the refusal names the holding namespace")
+		g.Expect(err.Error()).NotTo(ContainSubstring(`"mine"`))
+	}
 
 	err := k8s.Create(ctx, apiKey(other, "theirs", agent))
-	g.Expect(err).To(MatchError(ContainSubstring(fmt.Sprintf(`spec.agentID: Forbidden: agent ID %s belongs to namespace %q`, agent, owner))))
+	g.Expect(err).To(MatchError(ContainSubstring(fmt.Sprintf(`spec.agentID: Forbidden: agent ID %s is claimed by another namespace`, agent))))
+	noHolder(err)
+	// An upper-case spelling is the same agent.
+	err = k8s.Create(ctx, apiKey(other, "theirs", strings.ToUpper(agent)))
+	g.Expect(err).To(MatchError(ContainSubstring("spec.agentID: Forbidden")))
 
 	ut := &authv1alpha1.AgentCredential{
 		ObjectMeta: metav1.ObjectMeta{Namespace: other, Name: "token"},
@@ -208,11 +240,19 @@ func TestRefusesAgentIDOwnedByAnotherNamespace(t *testing.T) {
 	}
 	err = k8s.Create(ctx, ut)
 	g.Expect(err).To(MatchError(ContainSubstring("spec.agents[1]: Forbidden")))
+	noHolder(err)
 
-	// The same namespace may name it again.
+	// A user claimed elsewhere, in any case.
+	impostor := ut.DeepCopy()
+	impostor.Spec.Agents, impostor.Spec.User = []string{newAgentID()}, strings.ToUpper(user)
+	err = k8s.Create(ctx, impostor)
+	g.Expect(err).To(MatchError(ContainSubstring("spec.user: Forbidden: user")))
+	noHolder(err)
+
+	// The owning namespace may name them again.
 	g.Expect(k8s.Create(ctx, apiKey(owner, "mine-too", agent))).To(Succeed())
 
-	// Adding an owned agent to an existing user token is refused; other updates pass.
+	// Adding a claimed agent to an existing user token is refused; other updates pass.
 	ut.Spec.Agents = []string{newAgentID()}
 	g.Expect(k8s.Create(ctx, ut)).To(Succeed())
 	ut.Spec.Agents = append(ut.Spec.Agents, agent)
@@ -220,6 +260,21 @@ func TestRefusesAgentIDOwnedByAnotherNamespace(t *testing.T) {
 	g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(ut), ut)).To(Succeed())
 	ut.Annotations = map[string]string{authv1alpha1.RotateAnnotation: "1"}
 	g.Expect(k8s.Update(ctx, ut)).To(Succeed())
+}
+
+// TestPreassignedRefusesUnassignedIdentities: with preassigned claims, an
+// identity with no claim for the namespace is refused with what an admin
+// must create; an assigned one passes.
+func TestPreassignedRefusesUnassignedIdentities(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	v := &webhook.Validator{Credentials: cached, Secrets: k8s, IdentityClaims: tenancy.Preassigned}
+	agent := newAgentID()
+	_, err := v.ValidateCreate(ctx, apiKey(ns, "unassigned", agent))
+	g.Expect(err).To(MatchError(ContainSubstring("spec.agentID: Forbidden: agent ID " + agent + " is not assigned to this namespace: a cluster admin must create IdentityClaim agent-" + agent)))
+	claimFor(t, tenancy.Agent(agent), ns)
+	_, err = v.ValidateCreate(ctx, apiKey(ns, "assigned", agent))
+	g.Expect(err).NotTo(HaveOccurred())
 }
 
 func TestValidCreatesAndUpdatesPass(t *testing.T) {

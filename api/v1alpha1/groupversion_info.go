@@ -22,7 +22,7 @@ var (
 )
 
 func addKnownTypes(s *runtime.Scheme) error {
-	s.AddKnownTypes(GroupVersion, &AgentCredential{}, &AgentCredentialList{})
+	s.AddKnownTypes(GroupVersion, &AgentCredential{}, &AgentCredentialList{}, &IdentityClaim{}, &IdentityClaimList{})
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil
 }

@@ -14,6 +14,11 @@ const ReadyCondition = "Ready"
 const (
 	ReasonIssued          = "KeyIssued"
 	ReasonAgentIDConflict = "AgentIDConflict"
+	// ReasonUserConflict: spec.user is claimed by another namespace.
+	ReasonUserConflict = "UserConflict"
+	// ReasonIdentityNotAssigned: with --identity-claims=preassigned, no
+	// IdentityClaim assigns an identity the credential names to its namespace.
+	ReasonIdentityNotAssigned = "IdentityNotAssigned"
 	ReasonSecretConflict  = "SecretConflict"
 	ReasonReconcileFailed = "ReconcileFailed"
 	ReasonDeleting        = "Deleting"

@@ -32,7 +32,8 @@ import (
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
 	"github.com/agrenting/agentcred/controllers"
-	"github.com/agrenting/agentcred/internal/agentindex"
+	"github.com/agrenting/agentcred/internal/identityindex"
+	"github.com/agrenting/agentcred/internal/tenancy"
 	"github.com/agrenting/agentcred/internal/authserver"
 	agentwebhook "github.com/agrenting/agentcred/webhook"
 )
@@ -49,6 +50,9 @@ type Options struct {
 	leaderElect             bool
 	operatorNamespace       string
 	maxConcurrentReconciles int
+	identityClaims          string
+	claimMode               tenancy.Mode
+	claimHold               time.Duration
 
 	enableController   bool
 	enableAuthEndpoint bool
@@ -85,6 +89,10 @@ func newFlagSet(o *Options) *flag.FlagSet {
 	fs.BoolVar(&o.leaderElect, "leader-elect", false, "Elect a leader so that only one replica runs the controller.")
 	fs.StringVar(&o.operatorNamespace, "operator-namespace", "", "Namespace of the hash Secrets (default: $POD_NAMESPACE, else "+DefaultOperatorNamespace+").")
 	fs.IntVar(&o.maxConcurrentReconciles, "max-concurrent-reconciles", 4, "How many AgentCredentials reconcile at once.")
+	fs.StringVar(&o.identityClaims, "identity-claims", string(tenancy.FirstUse),
+		"How namespaces get agent IDs and users: auto (the first namespace to use an identity claims it) or preassigned (only IdentityClaims a cluster admin created may be used).")
+	fs.DurationVar(&o.claimHold, "claim-hold", controllers.DefaultClaimHold,
+		"How long an IdentityClaim that agentcred made stays with its namespace after the last credential there stopped using it.")
 	fs.BoolVar(&o.enableController, "enable-controller", true, "Run the AgentCredential controller (and the session signing-key rotator). Off: the auth endpoint alone, needing only read access to Secrets in the operator namespace.")
 	fs.BoolVar(&o.enableAuthEndpoint, "enable-auth-endpoint", true, "Serve the auth endpoint.")
 	fs.BoolVar(&o.enableWebhook, "enable-webhook", true, "Serve the validating admission webhook.")
@@ -121,7 +129,8 @@ func FlagNames() []string {
 func ParseFlags(args []string) (*Options, error) {
 	o := &Options{}
 	fs := newFlagSet(o)
-	if err := fs.Parse(args); err != nil {
+	err := fs.Parse(args)
+	if err != nil {
 		return nil, err
 	}
 	if o.operatorNamespace == "" {
@@ -132,6 +141,12 @@ func ParseFlags(args []string) (*Options, error) {
 	}
 	if o.maxConcurrentReconciles < 1 {
 		return nil, errors.New("--max-concurrent-reconciles must be at least 1")
+	}
+	if o.claimMode, err = tenancy.ParseMode(o.identityClaims); err != nil {
+		return nil, fmt.Errorf("--identity-claims: %w", err)
+	}
+	if o.claimHold < time.Minute {
+		return nil, errors.New("--claim-hold must be at least 1m")
 	}
 	if o.sessionTTL < time.Minute || o.sessionTTL > maxSessionTTL {
 		return nil, fmt.Errorf("--session-ttl must be between 1m and %s", maxSessionTTL)
@@ -209,7 +224,7 @@ func setupWebhook(mgr manager.Manager, o *Options) error {
 	} else {
 		close(certsReady)
 	}
-	v := &agentwebhook.Validator{Credentials: mgr.GetClient(), Secrets: mgr.GetAPIReader(), Clock: clock.RealClock{}}
+	v := &agentwebhook.Validator{Credentials: mgr.GetClient(), Secrets: mgr.GetAPIReader(), IdentityClaims: o.claimMode}
 	registered := make(chan error, 1)
 	go func() {
 		<-certsReady
@@ -237,7 +252,12 @@ func setupController(mgr manager.Manager, o *Options) error {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
 	r := controllers.NewReconciler(mgr, clock.RealClock{}, o.operatorNamespace, metrics)
+	r.IdentityClaims = o.claimMode
 	if err := r.SetupWithManager(mgr, controllers.SetupOptions{MaxConcurrentReconciles: o.maxConcurrentReconciles}); err != nil {
+		return err
+	}
+	claims := &controllers.IdentityClaimReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: clock.RealClock{}, Hold: o.claimHold}
+	if err := claims.SetupWithManager(mgr); err != nil {
 		return err
 	}
 	return mgr.Add(&controllers.SessionKeyRotator{
@@ -314,8 +334,8 @@ func Run(ctx context.Context, cfg *rest.Config, o *Options) error {
 		return fmt.Errorf("creating the manager: %w", err)
 	}
 	if o.enableController || o.enableWebhook {
-		if err := agentindex.Register(ctx, mgr.GetFieldIndexer()); err != nil {
-			return fmt.Errorf("indexing credentials by agent ID: %w", err)
+		if err := identityindex.Register(ctx, mgr.GetFieldIndexer()); err != nil {
+			return fmt.Errorf("indexing credentials and claims by identity: %w", err)
 		}
 	}
 	if o.enableWebhook {

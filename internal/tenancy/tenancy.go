@@ -1,40 +1,144 @@
-// Package tenancy decides which namespace owns an agent ID. An agent ID
-// belongs to the namespace of the oldest credential naming it; a credential
-// in any other namespace that names it conflicts and gets no usable key. The
-// controller and the admission webhook share this rule.
+// Package tenancy decides who may use an identity — an agent ID or a user —
+// in a cluster shared by namespaces. An identity belongs to the namespace
+// named by its IdentityClaim; the first namespace to use an unclaimed
+// identity claims it (its oldest live credential goes first, so upgrades and
+// re-claims are deterministic); a claim nobody in its namespace has used for
+// a hold period may be released. These are pure decisions: the controller
+// and the admission webhook act on them.
 package tenancy
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"sort"
 	"strings"
 	"time"
+
+	"golang.org/x/text/unicode/norm"
+
+	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
 )
 
-// Claim is one credential's claim on agent IDs.
-type Claim struct {
+// Identity is an agent ID or a user that a credential names.
+type Identity struct {
+	Kind authv1alpha1.IdentityKind
+	// Value is the agent ID (lower-cased) or the user as the credential names it.
+	Value string
+}
+
+// Agent is the identity of an agent ID; UUIDs are compared lower-cased, so
+// an upper-case spelling is the same agent.
+func Agent(id string) Identity {
+	return Identity{Kind: authv1alpha1.AgentIdentity, Value: strings.ToLower(id)}
+}
+
+// User is the identity of a user.
+func User(user string) Identity {
+	return Identity{Kind: authv1alpha1.UserIdentity, Value: user}
+}
+
+// IdentitiesOf lists the identities a credential names: its agent IDs, then
+// its user (if any), each once.
+func IdentitiesOf(agentIDs []string, user string) []Identity {
+	out := make([]Identity, 0, len(agentIDs)+1)
+	seen := map[string]bool{}
+	for _, a := range agentIDs {
+		id := Agent(a)
+		if !seen[id.Value] {
+			seen[id.Value] = true
+			out = append(out, id)
+		}
+	}
+	if user != "" {
+		out = append(out, User(user))
+	}
+	return out
+}
+
+// CanonicalUser is the form in which users are compared: NFKC-normalised and
+// lower-cased, so that "Alice@Example.com" or a full-width "ａlice" cannot
+// pass for a different user than "alice@example.com" in systems downstream
+// that fold case or compatibility characters.
+func CanonicalUser(user string) string {
+	return strings.ToLower(norm.NFKC.String(user))
+}
+
+// key is the identity's canonical form.
+func (id Identity) key() string {
+	if id.Kind == authv1alpha1.UserIdentity {
+		return CanonicalUser(id.Value)
+	}
+	return strings.ToLower(id.Value)
+}
+
+// Same reports whether two identities are one.
+func (id Identity) Same(other Identity) bool {
+	return id.Kind == other.Kind && id.key() == other.key()
+}
+
+// ClaimName is the name of the IdentityClaim for id: agent-<uuid> or
+// user-<first 40 hex characters of SHA-256 of the canonical user>.
+func ClaimName(id Identity) string {
+	if id.Kind == authv1alpha1.UserIdentity {
+		sum := sha256.Sum256([]byte(CanonicalUser(id.Value)))
+		return authv1alpha1.UserClaimPrefix + hex.EncodeToString(sum[:])[:40]
+	}
+	return authv1alpha1.AgentClaimPrefix + strings.ToLower(id.Value)
+}
+
+// String names the identity for messages: its own credential's value, never
+// anything about who holds it.
+func (id Identity) String() string {
+	if id.Kind == authv1alpha1.UserIdentity {
+		return fmt.Sprintf("user %q", id.Value)
+	}
+	return "agent ID " + id.Value
+}
+
+// Holding says what a claim means for a namespace that wants an identity.
+type Holding int
+
+const (
+	// Unclaimed: there is no claim on the identity.
+	Unclaimed Holding = iota
+	// Ours: the claim binds the identity to the namespace.
+	Ours
+	// Elsewhere: the claim binds it to another namespace, or the claim does
+	// not describe the identity it is named for (a hand-made claim with a
+	// wrong name); either way it grants nothing.
+	Elsewhere
+)
+
+// HoldingOf judges the claim found under ClaimName(id) (nil when none) for a
+// credential in namespace.
+func HoldingOf(claim *authv1alpha1.IdentityClaimSpec, id Identity, namespace string) Holding {
+	switch {
+	case claim == nil:
+		return Unclaimed
+	case !id.Same(Identity{Kind: claim.Kind, Value: claim.Value}), claim.Namespace != namespace:
+		return Elsewhere
+	default:
+		return Ours
+	}
+}
+
+// Claimant is a credential that names an identity.
+type Claimant struct {
 	Namespace string
 	Name      string
 	Created   time.Time
-	// AgentIDs are lower-case UUIDs.
-	AgentIDs []string
-	// Deleting claims (deletionTimestamp set) no longer hold agent IDs.
+	// Deleting credentials (deletionTimestamp set) claim nothing.
 	Deleting bool
-	// Issued claims hold a key already. Creation times have one-second
+	// Issued credentials hold a key already. Creation times have one-second
 	// resolution; within the same second a credential that already has a
-	// key keeps it rather than losing it to a newcomer.
+	// key goes first.
 	Issued bool
 }
 
-// Conflict is an agent ID that another namespace owns.
-type Conflict struct {
-	AgentID string
-	// Owner is namespace/name of the oldest credential naming AgentID.
-	Owner string
-}
-
-// older orders claims by creation time, then by namespace and name so that
-// credentials created in the same second still have exactly one owner.
-func older(a, b Claim) bool {
+// before orders claimants by creation time, then issued first, then by
+// namespace and name, so that there is always exactly one first.
+func before(a, b Claimant) bool {
 	if !a.Created.Equal(b.Created) {
 		return a.Created.Before(b.Created)
 	}
@@ -47,35 +151,102 @@ func older(a, b Claim) bool {
 	return a.Name < b.Name
 }
 
-// Conflicts returns the agent IDs of claim that are owned by a credential in
-// another namespace, given every claim that names any of them (claim itself
-// may be among others). The result is sorted by agent ID.
-func Conflicts(claim Claim, others []Claim) []Conflict {
-	var out []Conflict
-	for _, id := range claim.AgentIDs {
-		id = strings.ToLower(id)
-		owner := claim
-		for _, o := range others {
-			if o.Deleting || !names(o, id) {
-				continue
-			}
-			if older(o, owner) {
-				owner = o
-			}
-		}
-		if owner.Namespace != claim.Namespace {
-			out = append(out, Conflict{AgentID: id, Owner: owner.Namespace + "/" + owner.Name})
+// MayClaim reports whether me may create the claim on an unclaimed identity,
+// given the other credentials naming it (me may be among them): only when
+// the oldest live credential naming it is in me's namespace. This is the
+// rule for first use, for the migration of credentials made before claims
+// existed (today's owner, the oldest, keeps the identity), and for re-claims
+// after an admin deleted a claim in use.
+func MayClaim(me Claimant, others []Claimant) bool {
+	first := me
+	for _, o := range others {
+		if !o.Deleting && before(o, first) {
+			first = o
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].AgentID < out[j].AgentID })
-	return out
+	return first.Namespace == me.Namespace
 }
 
-func names(c Claim, id string) bool {
-	for _, a := range c.AgentIDs {
-		if strings.EqualFold(a, id) {
-			return true
+// ConflictReason is the Ready reason for an identity claimed elsewhere.
+func ConflictReason(id Identity) string {
+	if id.Kind == authv1alpha1.UserIdentity {
+		return authv1alpha1.ReasonUserConflict
+	}
+	return authv1alpha1.ReasonAgentIDConflict
+}
+
+// Refusal explains that id belongs to another namespace without saying which
+// one, or which credential: tenants must not learn who holds an identity.
+func Refusal(id Identity) string {
+	return fmt.Sprintf("%s is claimed by another namespace (IdentityClaim %s); only a cluster admin can reassign it", id, ClaimName(id))
+}
+
+// NotAssigned says what a cluster admin must create before a credential in
+// namespace may use id, when claims are preassigned.
+func NotAssigned(id Identity, namespace string) string {
+	return fmt.Sprintf("%s is not assigned to this namespace: a cluster admin must create IdentityClaim %s with spec {kind: %s, value: %q, namespace: %s}",
+		id, ClaimName(id), id.Kind, id.Value, namespace)
+}
+
+// Use is what decides whether a claim may be released.
+type Use struct {
+	// Managed claims were created by agentcred on first use. Claims an
+	// admin created are never released automatically.
+	Managed bool
+	// InUse: some credential in the claim's namespace uses the identity.
+	InUse bool
+	// LastUsed is when a credential last started or stopped using it
+	// (zero when never recorded); Created is the claim's creation time.
+	LastUsed, Created time.Time
+}
+
+// ReleaseAfter says whether a claim may be released now, given the hold
+// period, and otherwise how long until it may be (0: never by itself).
+func ReleaseAfter(u Use, hold time.Duration, now time.Time) (bool, time.Duration) {
+	if !u.Managed || u.InUse {
+		return false, 0
+	}
+	since := u.LastUsed
+	if since.IsZero() {
+		since = u.Created
+	}
+	if wait := since.Add(hold).Sub(now); wait > 0 {
+		return false, wait
+	}
+	return true, 0
+}
+
+// SortedNames returns names sorted and without duplicates.
+func SortedNames(names []string) []string {
+	out := append([]string(nil), names...)
+	sort.Strings(out)
+	j := 0
+	for i, n := range out {
+		if i == 0 || n != out[j-1] {
+			out[j] = n
+			j++
 		}
 	}
-	return false
+	return out[:j]
+}
+
+// Mode says how identities get their claims.
+type Mode string
+
+const (
+	// FirstUse: the first namespace to use an unclaimed identity claims it
+	// (--identity-claims=auto, the default).
+	FirstUse Mode = "auto"
+	// Preassigned: only claims a cluster admin created may be used
+	// (--identity-claims=preassigned).
+	Preassigned Mode = "preassigned"
+)
+
+// ParseMode reads the --identity-claims flag.
+func ParseMode(s string) (Mode, error) {
+	switch m := Mode(s); m {
+	case FirstUse, Preassigned:
+		return m, nil
+	}
+	return "", fmt.Errorf("unknown identity-claim mode %q: want %s or %s", s, FirstUse, Preassigned)
 }

@@ -25,7 +25,7 @@ import (
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
 	"github.com/agrenting/agentcred/controllers"
-	"github.com/agrenting/agentcred/internal/agentindex"
+	"github.com/agrenting/agentcred/internal/identityindex"
 	"github.com/agrenting/agentcred/internal/credential"
 	"github.com/agrenting/agentcred/internal/hashsecret"
 	"github.com/agrenting/agentcred/test/controlplane"
@@ -51,7 +51,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer func() { _ = env.Stop() }()
-	// A manager with a cache and the agent-ID index but no controller: the
+	// A manager with a cache and the identity indexes but no controller: the
 	// test drives Reconcile itself so nothing else writes.
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
 		Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
@@ -63,7 +63,7 @@ func run(m *testing.M) int {
 	}
 	mctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if err := agentindex.Register(mctx, mgr.GetFieldIndexer()); err != nil {
+	if err := identityindex.Register(mctx, mgr.GetFieldIndexer()); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

@@ -1,0 +1,105 @@
+// Package identityindex connects the tenancy rules to Kubernetes objects: it
+// indexes AgentCredentials by the IdentityClaims their identities need and
+// IdentityClaims by the credentials recorded as using them, and reads both
+// indexes. The controller and the admission webhook use it, so both see
+// identities the same way.
+package identityindex
+
+import (
+	"context"
+	"fmt"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
+	"github.com/agrenting/agentcred/internal/tenancy"
+)
+
+// Field indexes.
+const (
+	// CredentialsByClaim indexes AgentCredentials by the names of the
+	// IdentityClaims of the identities they name.
+	CredentialsByClaim = "agentcred.claimNames"
+	// ClaimsByCredential indexes IdentityClaims by namespace/name of each
+	// credential in status.credentials.
+	ClaimsByCredential = "agentcred.credentials"
+)
+
+// Register adds both indexes to a cache. Call it once per manager.
+func Register(ctx context.Context, indexer client.FieldIndexer) error {
+	if err := indexer.IndexField(ctx, &authv1alpha1.AgentCredential{}, CredentialsByClaim, claimNames); err != nil {
+		return err
+	}
+	return indexer.IndexField(ctx, &authv1alpha1.IdentityClaim{}, ClaimsByCredential, usedBy)
+}
+
+func claimNames(o client.Object) []string {
+	ids := Identities(o.(*authv1alpha1.AgentCredential))
+	names := make([]string, 0, len(ids))
+	for _, id := range ids {
+		names = append(names, tenancy.ClaimName(id))
+	}
+	return names
+}
+
+func usedBy(o client.Object) []string {
+	c := o.(*authv1alpha1.IdentityClaim)
+	keys := make([]string, 0, len(c.Status.Credentials))
+	for _, name := range c.Status.Credentials {
+		keys = append(keys, c.Spec.Namespace+"/"+name)
+	}
+	return keys
+}
+
+// Identities lists the identities cred names: its agent IDs and its user.
+func Identities(cred *authv1alpha1.AgentCredential) []tenancy.Identity {
+	user := ""
+	if cred.CredentialType() == authv1alpha1.UserTokenType {
+		user = cred.Spec.User
+	}
+	return tenancy.IdentitiesOf(cred.AgentIDs(), user)
+}
+
+// ClaimantOf describes cred as a claimant of its identities.
+func ClaimantOf(cred *authv1alpha1.AgentCredential) tenancy.Claimant {
+	return tenancy.Claimant{
+		Namespace: cred.Namespace,
+		Name:      cred.Name,
+		Created:   cred.CreationTimestamp.Time,
+		Deleting:  !cred.DeletionTimestamp.IsZero(),
+		Issued:    cred.Status.KeyID != "",
+	}
+}
+
+// CredentialsNeeding lists every credential that names the identity of the
+// IdentityClaim called claimName.
+func CredentialsNeeding(ctx context.Context, c client.Reader, claimName string) ([]authv1alpha1.AgentCredential, error) {
+	list := &authv1alpha1.AgentCredentialList{}
+	if err := c.List(ctx, list, client.MatchingFields{CredentialsByClaim: claimName}); err != nil {
+		return nil, fmt.Errorf("listing credentials needing IdentityClaim %s: %w", claimName, err)
+	}
+	return list.Items, nil
+}
+
+// Claimants lists every credential naming id as a claimant.
+func Claimants(ctx context.Context, c client.Reader, id tenancy.Identity) ([]tenancy.Claimant, error) {
+	creds, err := CredentialsNeeding(ctx, c, tenancy.ClaimName(id))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]tenancy.Claimant, 0, len(creds))
+	for i := range creds {
+		out = append(out, ClaimantOf(&creds[i]))
+	}
+	return out, nil
+}
+
+// ClaimsUsedBy lists the claims whose status records the credential
+// namespace/name as a user.
+func ClaimsUsedBy(ctx context.Context, c client.Reader, namespace, name string) ([]authv1alpha1.IdentityClaim, error) {
+	list := &authv1alpha1.IdentityClaimList{}
+	if err := c.List(ctx, list, client.MatchingFields{ClaimsByCredential: namespace + "/" + name}); err != nil {
+		return nil, fmt.Errorf("listing identity claims used by %s/%s: %w", namespace, name, err)
+	}
+	return list.Items, nil
+}

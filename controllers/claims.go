@@ -56,9 +56,10 @@ func (r *AgentCredentialReconciler) claimIdentities(ctx context.Context, cred *a
 }
 
 // claim finds or makes the claim on id for the credential's namespace. The
-// cache may say "ours" (claims are immutable, and a deleted one re-triggers
-// this credential); anything else is confirmed with the API server, and a
-// new claim is one Create, so the API server settles races.
+// cache may say "ours" (a claim moved or deleted re-triggers this
+// credential once the cache has seen it); anything else is confirmed with
+// the API server, and a new claim is one Create, so the API server settles
+// races.
 func (r *AgentCredentialReconciler) claim(ctx context.Context, cred *authv1alpha1.AgentCredential, id tenancy.Identity) (*authv1alpha1.IdentityClaim, tenancy.Holding, error) {
 	key := client.ObjectKey{Name: tenancy.ClaimName(id)}
 	claim := &authv1alpha1.IdentityClaim{}

@@ -9,7 +9,6 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -181,8 +180,8 @@ func TestUserImpersonationIsRefused(t *testing.T) {
 // claim that is in use is the rule for any unclaimed identity: the oldest
 // live credential naming it claims it for its namespace. So the namespace
 // using it gets it back, not one that was waiting with a newer credential;
-// an older credential elsewhere (the identity had been moved away from it)
-// does get it back.
+// an older credential elsewhere (the identity had been moved away from it
+// by changing the claim's namespace) does get it back.
 func TestAdminDeletedClaimGoesToOldestUser(t *testing.T) {
 	g := NewWithT(t)
 	nsA, nsB := newNamespace(t), newNamespace(t)
@@ -212,22 +211,15 @@ func TestAdminDeletedClaimGoesToOldestUser(t *testing.T) {
 	}).WithTimeout(500 * time.Millisecond).Should(Succeed())
 	waitCondition(t, b, metav1.ConditionFalse, authv1alpha1.ReasonAgentIDConflict)
 
-	// An admin moves the identity to nsB: a's key is revoked, b is issued.
-	old = deleteClaim()
-	moved := &authv1alpha1.IdentityClaim{
-		ObjectMeta: metav1.ObjectMeta{Name: tenancy.ClaimName(tenancy.Agent(agent))},
-		Spec:       authv1alpha1.IdentityClaimSpec{Kind: authv1alpha1.AgentIdentity, Value: agent, Namespace: nsB},
-	}
-	g.Eventually(func() error {
-		err := k8s.Create(ctx, moved)
-		if apierrors.IsAlreadyExists(err) {
-			// The controller re-claimed it first; the admin deletes again.
-			_ = k8s.Delete(ctx, getClaim(g, tenancy.Agent(agent)))
-		}
-		return err
-	}).WithTimeout(timeout).Should(Succeed())
+	// An admin moves the identity to nsB by changing the claim's namespace:
+	// a's key is revoked, b is issued.
+	patch := fmt.Sprintf(`{"spec":{"namespace":%q}}`, nsB)
+	g.Expect(k8s.Patch(ctx, getClaim(g, tenancy.Agent(agent)), client.RawPatch("application/merge-patch+json", []byte(patch)))).To(Succeed())
 	waitReady(t, b)
 	assertHeldWithoutKey(t, a, authv1alpha1.ReasonAgentIDConflict, nsB)
+	g.Eventually(func(g Gomega) {
+		g.Expect(getClaim(g, tenancy.Agent(agent)).Status.Credentials).To(ConsistOf("b"))
+	}).WithTimeout(timeout).WithPolling(interval).Should(Succeed())
 
 	// The admin deletes the claim without making a new one: a is older, so
 	// nsA claims it back and b loses it.

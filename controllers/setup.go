@@ -88,12 +88,12 @@ func (r *AgentCredentialReconciler) SetupWithManager(mgr ctrl.Manager, opts Setu
 		// A credential appearing or going away may let another claim an
 		// unclaimed identity.
 		Watches(&authv1alpha1.AgentCredential{}, r.sharedIdentityHandler()).
-		// A claim made or deleted (by an admin, or on release) changes who
-		// may use its identity. Claims are immutable; their status updates
-		// (the users we record) change nothing for a credential.
+		// A claim made, moved or deleted (by an admin, or on release)
+		// changes who may use its identity. Its status updates (the users
+		// we record) change nothing for a credential.
 		Watches(&authv1alpha1.IdentityClaim{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
 			return r.requestsForClaim(ctx, o.GetName(), nil)
-		}), builder.WithPredicates(predicate.Funcs{UpdateFunc: func(event.UpdateEvent) bool { return false }})).
+		}), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		WithOptions(controller.Options{
 			MaxConcurrentReconciles: opts.MaxConcurrentReconciles,
 			RateLimiter:             workqueue.DefaultTypedControllerRateLimiter[reconcile.Request](),

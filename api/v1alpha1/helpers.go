@@ -19,9 +19,9 @@ const (
 	// ReasonIdentityNotAssigned: with --identity-claims=preassigned, no
 	// IdentityClaim assigns an identity the credential names to its namespace.
 	ReasonIdentityNotAssigned = "IdentityNotAssigned"
-	ReasonSecretConflict  = "SecretConflict"
-	ReasonReconcileFailed = "ReconcileFailed"
-	ReasonDeleting        = "Deleting"
+	ReasonSecretConflict      = "SecretConflict"
+	ReasonReconcileFailed     = "ReconcileFailed"
+	ReasonDeleting            = "Deleting"
 )
 
 // CredentialType returns the type, defaulting to APIKey as the schema does.

@@ -35,7 +35,9 @@ type IdentityClaimSpec struct {
 	// +kubebuilder:validation:MaxLength=256
 	Value string `json:"value"`
 
-	// Namespace whose AgentCredentials may use the identity.
+	// Namespace whose AgentCredentials may use the identity. A cluster admin
+	// moves the identity by changing it (one atomic update: deleting the
+	// claim instead would let the namespace using it claim it again).
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=63
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
@@ -61,12 +63,13 @@ type IdentityClaimStatus struct {
 // AgentCredentials may use it. It is cluster-scoped, so tenants with rights
 // only in their namespaces can neither create nor edit claims. agentcred
 // creates a claim the first time a namespace uses an identity (unless
-// --identity-claims=preassigned); cluster admins may create, and delete,
-// claims themselves to assign or move identities.
+// --identity-claims=preassigned); cluster admins may create claims to
+// assign identities, change spec.namespace to move one, and delete claims to
+// release them.
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:scope=Cluster,categories=agentcred
-// +kubebuilder:validation:XValidation:rule="self.spec == oldSelf.spec",message="spec is immutable: to move an identity, delete the claim and create a new one"
+// +kubebuilder:validation:XValidation:rule="self.spec.kind == oldSelf.spec.kind && self.spec.value == oldSelf.spec.value",message="spec.kind and spec.value are immutable; only spec.namespace may change, to move the identity to another namespace"
 // +kubebuilder:validation:XValidation:rule="self.spec.kind != 'Agent' || self.metadata.name == 'agent-' + self.spec.value",message="an Agent claim must be named agent-<value>"
 // +kubebuilder:validation:XValidation:rule="self.spec.kind != 'User' || self.metadata.name.matches('^user-[0-9a-f]{40}$')",message="a User claim must be named user-<first 40 hex characters of SHA-256 of the lower-cased, NFKC-normalised user>"
 // +kubebuilder:printcolumn:name="Kind",type=string,JSONPath=`.spec.kind`

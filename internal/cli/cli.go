@@ -1,6 +1,7 @@
 // Package cli is `kubectl agentcred`: the things people do by hand with
 // AgentCredentials — rotate one, read its status, print its key for a shell,
-// and check a key against the auth endpoint.
+// check a key against the auth endpoint — and listing the IdentityClaims that
+// bind agent IDs and users to namespaces.
 package cli
 
 import (
@@ -11,30 +12,37 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
+	"github.com/agrenting/agentcred/internal/identityindex"
+	"github.com/agrenting/agentcred/internal/tenancy"
 )
 
 const usage = `kubectl agentcred: manage agentcred AgentCredentials by hand.
 
 Usage:
   kubectl agentcred rotate NAME   rotate now; the old key is revoked at once
-  kubectl agentcred status NAME   key ID, rotation times and conditions
+  kubectl agentcred status NAME   key ID, rotation times, conditions and the claims on its identities
   kubectl agentcred key NAME      print the key from the agent Secret (for KEY=$(...))
   kubectl agentcred check [NAME]  verify a key against the auth endpoint and print the identity
                                   (the key of NAME, or --key, or the AGENTCRED_KEY variable)
+  kubectl agentcred claims        list IdentityClaims: which namespace holds which agent ID or user
+                                  (all of them; with -n, only those of that namespace)
 
 Flags (every command):
-  -n, --namespace NS    namespace (default: the kubeconfig context's)
+  -n, --namespace NS    namespace (default: the kubeconfig context's; for claims: every namespace)
   --kubeconfig PATH     kubeconfig (default: $KUBECONFIG or ~/.kube/config)
   --context NAME        kubeconfig context
 check only:
@@ -64,13 +72,20 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	name := fs.Arg(0)
-	needsName := cmd != "check" || key == ""
+	needsName := cmd != "claims" && (cmd != "check" || key == "")
 	if needsName && name == "" {
 		fmt.Fprintf(stderr, "kubectl agentcred %s: NAME is required\n\n%s", cmd, usage)
 		return 2
 	}
+	if cmd == "claims" && fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "kubectl agentcred claims takes no NAME\n\n%s", usage)
+		return 2
+	}
+	// The namespace as given on the command line, before connect falls
+	// back to the context's: claims lists every namespace unless told.
+	explicitNamespace := namespace
 	var c *session
-	if needsName {
+	if needsName || cmd == "claims" {
 		var err error
 		if c, err = connect(kubeconfig, kubecontext, namespace); err != nil {
 			fmt.Fprintln(stderr, "error:", err)
@@ -85,6 +100,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = c.status(ctx, name, stdout)
 	case "key":
 		err = c.printKey(ctx, name, stdout)
+	case "claims":
+		err = c.claims(ctx, explicitNamespace, stdout)
 	case "check":
 		if key == "" {
 			if key, err = c.key(ctx, name); err != nil {
@@ -212,6 +229,125 @@ func (s *session) status(ctx context.Context, name string, out io.Writer) error 
 	row("Rotation period", cred.RotationPeriod().String())
 	for _, c := range st.Conditions {
 		row("Condition "+c.Type, fmt.Sprintf("%s (%s): %s", c.Status, c.Reason, c.Message))
+	}
+	if err := s.printCredentialClaims(ctx, cred, w); err != nil {
+		return err
+	}
+	return w.Flush()
+}
+
+// printCredentialClaims adds to a status the claim on each identity cred
+// names. Tenants usually may not read IdentityClaims (they are cluster-scoped
+// and only cluster admins should have rights on them): then it says so
+// instead of failing the whole status.
+func (s *session) printCredentialClaims(ctx context.Context, cred *authv1alpha1.AgentCredential, w io.Writer) error {
+	ids := identityindex.Identities(cred)
+	claims, err := s.claimsOf(ctx, ids)
+	switch {
+	case apierrors.IsForbidden(err):
+		_, err = fmt.Fprintf(w, "Claims:\tnot readable with your permissions\n")
+		return err
+	case meta.IsNoMatchError(err):
+		_, err = fmt.Fprintf(w, "Claims:\tthe IdentityClaim CRD is not installed\n")
+		return err
+	case err != nil:
+		return err
+	}
+	return printIdentityClaims(w, cred.Namespace, ids, claims)
+}
+
+// claimsOf reads the IdentityClaim of each identity, by name; identities
+// without a claim are missing from the map.
+func (s *session) claimsOf(ctx context.Context, ids []tenancy.Identity) (map[string]*authv1alpha1.IdentityClaim, error) {
+	claims := map[string]*authv1alpha1.IdentityClaim{}
+	for _, id := range ids {
+		name := tenancy.ClaimName(id)
+		claim := &authv1alpha1.IdentityClaim{}
+		err := s.client.Get(ctx, client.ObjectKey{Name: name}, claim)
+		switch {
+		case apierrors.IsNotFound(err):
+			continue
+		case err != nil:
+			return nil, fmt.Errorf("reading IdentityClaim %s: %w", name, err)
+		}
+		claims[name] = claim
+	}
+	return claims, nil
+}
+
+// printIdentityClaims writes one "Claim NAME:" row per identity, saying
+// whether its claim binds it to namespace (the credential's), to another
+// namespace — never which: a tenant must not learn who holds an identity —
+// or to nobody yet. claims maps claim names to the claims that exist.
+func printIdentityClaims(w io.Writer, namespace string, ids []tenancy.Identity, claims map[string]*authv1alpha1.IdentityClaim) error {
+	for _, id := range ids {
+		name := tenancy.ClaimName(id)
+		var spec *authv1alpha1.IdentityClaimSpec
+		if c, ok := claims[name]; ok {
+			spec = &c.Spec
+		}
+		if _, err := fmt.Fprintf(w, "Claim %s:\t%s %s -> %s\n", name, id.Kind, id.Value, holder(spec, id, namespace)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// holder says, for a credential in namespace, what the claim spec (nil:
+// none) on id means, in the words of printIdentityClaims.
+func holder(spec *authv1alpha1.IdentityClaimSpec, id tenancy.Identity, namespace string) string {
+	switch tenancy.HoldingOf(spec, id, namespace) {
+	case tenancy.Ours:
+		return "this namespace"
+	case tenancy.Unclaimed:
+		return "not claimed"
+	}
+	if spec.Namespace == namespace {
+		// A hand-made claim named for this identity but describing
+		// another: it grants nothing.
+		return "a claim that does not match this identity (grants nothing)"
+	}
+	return "another namespace"
+}
+
+// claims lists the IdentityClaims, only those binding identities to
+// namespace when it is not empty.
+func (s *session) claims(ctx context.Context, namespace string, out io.Writer) error {
+	list := &authv1alpha1.IdentityClaimList{}
+	if err := s.client.List(ctx, list); err != nil {
+		if apierrors.IsForbidden(err) {
+			return fmt.Errorf("listing IdentityClaims (cluster-scoped; reading them takes list rights that cluster admins have): %w", err)
+		}
+		return fmt.Errorf("listing IdentityClaims: %w", err)
+	}
+	items := list.Items
+	if namespace != "" {
+		items = slices.DeleteFunc(items, func(c authv1alpha1.IdentityClaim) bool { return c.Spec.Namespace != namespace })
+	}
+	return printClaimTable(out, items)
+}
+
+// printClaimTable writes claims as a table sorted by name: NAME, KIND,
+// VALUE, NAMESPACE, IN USE BY (the credentials in that namespace that use
+// the identity) and LAST USED; or a sentence when there are none.
+func printClaimTable(out io.Writer, claims []authv1alpha1.IdentityClaim) error {
+	if len(claims) == 0 {
+		_, err := fmt.Fprintln(out, "No IdentityClaims found.")
+		return err
+	}
+	sorted := slices.Clone(claims)
+	slices.SortFunc(sorted, func(a, b authv1alpha1.IdentityClaim) int { return strings.Compare(a.Name, b.Name) })
+	w := tabwriter.NewWriter(out, 0, 4, 3, ' ', 0)
+	fmt.Fprintln(w, "NAME\tKIND\tVALUE\tNAMESPACE\tIN USE BY\tLAST USED")
+	for _, c := range sorted {
+		inUse, lastUsed := "-", "-"
+		if len(c.Status.Credentials) > 0 {
+			inUse = strings.Join(c.Status.Credentials, ",")
+		}
+		if t := c.Status.LastUsedTime; t != nil {
+			lastUsed = t.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", c.Name, c.Spec.Kind, c.Spec.Value, c.Spec.Namespace, inUse, lastUsed)
 	}
 	return w.Flush()
 }

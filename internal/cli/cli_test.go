@@ -3,9 +3,24 @@ package cli
 import (
 	"bytes"
 	"context"
+	"errors"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+
+	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
+	"github.com/agrenting/agentcred/internal/tenancy"
 )
 
 func TestInterleave(t *testing.T) {
@@ -33,5 +48,190 @@ func TestUsageAndBadCommands(t *testing.T) {
 	errOut.Reset()
 	if code := Main(context.Background(), []string{"check", "--key", "ak_x", "--url", "http://127.0.0.1:1"}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "error:") {
 		t.Fatalf("check against nothing: code %d, %q", code, errOut.String())
+	}
+}
+
+func claim(name string, kind authv1alpha1.IdentityKind, value, namespace string, users []string, lastUsed *metav1.Time) authv1alpha1.IdentityClaim {
+	return authv1alpha1.IdentityClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec:       authv1alpha1.IdentityClaimSpec{Kind: kind, Value: value, Namespace: namespace},
+		Status:     authv1alpha1.IdentityClaimStatus{Credentials: users, LastUsedTime: lastUsed},
+	}
+}
+
+func TestPrintClaimTable(t *testing.T) {
+	const agent = "6f1c2b1e-9d2a-4c1e-8f3b-1a2b3c4d5e6f"
+	alice := tenancy.User("alice@example.com")
+	used := metav1.NewTime(time.Date(2026, 11, 28, 9, 30, 0, 0, time.FixedZone("CET", 3600)))
+	tests := []struct {
+		name   string
+		claims []authv1alpha1.IdentityClaim
+		want   []string // lines, with runs of spaces collapsed to one
+	}{
+		{"none", nil, []string{"No IdentityClaims found."}},
+		{
+			"sorted by name, users joined, times in UTC, dashes for nothing",
+			[]authv1alpha1.IdentityClaim{
+				claim(tenancy.ClaimName(alice), authv1alpha1.UserIdentity, alice.Value, "team-b", nil, nil),
+				claim("agent-"+agent, authv1alpha1.AgentIdentity, agent, "team-a", []string{"billing", "billing-token"}, &used),
+			},
+			[]string{
+				"NAME KIND VALUE NAMESPACE IN USE BY LAST USED",
+				"agent-" + agent + " Agent " + agent + " team-a billing,billing-token 2026-11-28T08:30:00Z",
+				tenancy.ClaimName(alice) + " User alice@example.com team-b - -",
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out bytes.Buffer
+			if err := printClaimTable(&out, tt.claims); err != nil {
+				t.Fatal(err)
+			}
+			if got := collapse(out.String()); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got\n%q\nwant\n%q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestPrintIdentityClaims(t *testing.T) {
+	const agent = "6f1c2b1e-9d2a-4c1e-8f3b-1a2b3c4d5e6f"
+	a := tenancy.Agent(strings.ToUpper(agent)) // an upper-case agent ID is the same agent
+	u := tenancy.User("Alice@Example.com")
+	an, un := tenancy.ClaimName(a), tenancy.ClaimName(u)
+	ids := []tenancy.Identity{a, u}
+	at := func(ns string) map[string]*authv1alpha1.IdentityClaim {
+		ca := claim(an, authv1alpha1.AgentIdentity, agent, ns, nil, nil)
+		cu := claim(un, authv1alpha1.UserIdentity, "alice@example.com", ns, nil, nil)
+		return map[string]*authv1alpha1.IdentityClaim{an: &ca, un: &cu}
+	}
+	wrong := claim(an, authv1alpha1.AgentIdentity, "00000000-0000-4000-8000-000000000000", "team-a", nil, nil)
+	tests := []struct {
+		name   string
+		claims map[string]*authv1alpha1.IdentityClaim
+		want   []string
+	}{
+		{"ours", at("team-a"), []string{
+			"Claim " + an + ": Agent " + agent + " -> this namespace",
+			"Claim " + un + ": User Alice@Example.com -> this namespace",
+		}},
+		{"elsewhere, never named", at("team-b"), []string{
+			"Claim " + an + ": Agent " + agent + " -> another namespace",
+			"Claim " + un + ": User Alice@Example.com -> another namespace",
+		}},
+		{"unclaimed", nil, []string{
+			"Claim " + an + ": Agent " + agent + " -> not claimed",
+			"Claim " + un + ": User Alice@Example.com -> not claimed",
+		}},
+		{"a hand-made claim for another identity grants nothing", map[string]*authv1alpha1.IdentityClaim{an: &wrong}, []string{
+			"Claim " + an + ": Agent " + agent + " -> a claim that does not match this identity (grants nothing)",
+			"Claim " + un + ": User Alice@Example.com -> not claimed",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out bytes.Buffer
+			if err := printIdentityClaims(&out, "team-a", ids, tt.claims); err != nil {
+				t.Fatal(err)
+			}
+			got := collapse(out.String())
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got\n%q\nwant\n%q", got, tt.want)
+			}
+			if strings.Contains(out.String(), "team-b") {
+				t.Errorf("the output names the other namespace: %q", out.String())
+			}
+		})
+	}
+}
+
+func TestClaimsTakesNoName(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := Main(context.Background(), []string{"claims", "alice"}, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), "takes no NAME") {
+		t.Fatalf("claims with NAME: code %d, %q", code, errOut.String())
+	}
+}
+
+// collapse splits s into lines and collapses runs of spaces and tabs, so
+// tables compare without their padding.
+func collapse(s string) []string {
+	var lines []string
+	for _, l := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
+		lines = append(lines, strings.Join(strings.Fields(l), " "))
+	}
+	return lines
+}
+
+func fakeSession(t *testing.T, funcs interceptor.Funcs, objs ...client.Object) *session {
+	t.Helper()
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	if err := authv1alpha1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).WithInterceptorFuncs(funcs).Build()
+	return &session{client: c, namespace: "team-a"}
+}
+
+func TestStatusShowsClaimsOrSaysTheyAreNotReadable(t *testing.T) {
+	const agent = "6f1c2b1e-9d2a-4c1e-8f3b-1a2b3c4d5e6f"
+	cred := &authv1alpha1.AgentCredential{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "billing"},
+		Spec:       authv1alpha1.AgentCredentialSpec{Type: authv1alpha1.APIKeyType, AgentID: agent},
+	}
+	held := claim("agent-"+agent, authv1alpha1.AgentIdentity, agent, "team-b", nil, nil)
+	forbidden := interceptor.Funcs{Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+		if _, ok := obj.(*authv1alpha1.IdentityClaim); ok {
+			return apierrors.NewForbidden(schema.GroupResource{Group: authv1alpha1.GroupVersion.Group, Resource: "identityclaims"}, key.Name, errors.New("no"))
+		}
+		return c.Get(ctx, key, obj, opts...)
+	}}
+	tests := []struct {
+		name  string
+		funcs interceptor.Funcs
+		want  string
+	}{
+		{"readable", interceptor.Funcs{}, "Claim agent-" + agent + ": Agent " + agent + " -> another namespace"},
+		{"forbidden", forbidden, "Claims: not readable with your permissions"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := fakeSession(t, tt.funcs, cred, &held)
+			var out bytes.Buffer
+			if err := s.status(context.Background(), "billing", &out); err != nil {
+				t.Fatal(err)
+			}
+			if got := collapse(out.String()); !slices.Contains(got, tt.want) {
+				t.Errorf("status lacks %q:\n%s", tt.want, out.String())
+			}
+			if strings.Contains(out.String(), "team-b") {
+				t.Errorf("status names the other namespace:\n%s", out.String())
+			}
+		})
+	}
+}
+
+func TestClaimsFiltersByExplicitNamespace(t *testing.T) {
+	a := claim("agent-6f1c2b1e-9d2a-4c1e-8f3b-1a2b3c4d5e6f", authv1alpha1.AgentIdentity, "6f1c2b1e-9d2a-4c1e-8f3b-1a2b3c4d5e6f", "team-a", nil, nil)
+	b := claim("agent-3d9a8c7b-6e5f-4a3b-9c2d-1e0f9a8b7c6d", authv1alpha1.AgentIdentity, "3d9a8c7b-6e5f-4a3b-9c2d-1e0f9a8b7c6d", "team-b", nil, nil)
+	for _, tt := range []struct {
+		namespace string
+		want      int // rows after the header
+	}{{"", 2}, {"team-b", 1}, {"team-c", 0}} {
+		s := fakeSession(t, interceptor.Funcs{}, &a, &b)
+		var out bytes.Buffer
+		if err := s.claims(context.Background(), tt.namespace, &out); err != nil {
+			t.Fatal(err)
+		}
+		// A table has a header; no claims is one sentence.
+		if got := len(collapse(out.String())) - 1; got != tt.want {
+			t.Errorf("-n %q: %d rows, want %d:\n%s", tt.namespace, got, tt.want, out.String())
+		}
+		if tt.namespace == "team-b" && !strings.Contains(out.String(), b.Name) {
+			t.Errorf("-n team-b lacks %s:\n%s", b.Name, out.String())
+		}
 	}
 }

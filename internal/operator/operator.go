@@ -32,9 +32,9 @@ import (
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
 	"github.com/agrenting/agentcred/controllers"
+	"github.com/agrenting/agentcred/internal/authserver"
 	"github.com/agrenting/agentcred/internal/identityindex"
 	"github.com/agrenting/agentcred/internal/tenancy"
-	"github.com/agrenting/agentcred/internal/authserver"
 	agentwebhook "github.com/agrenting/agentcred/webhook"
 )
 

@@ -97,7 +97,7 @@ func TestMayClaim(t *testing.T) {
 		{"alone", me, nil, true},
 		{"alone, listed among others", me, []Claimant{me}, true},
 		{"older in another namespace goes first", me, []Claimant{me, c("team-a", "x", 0)}, false},
-		{"newer in another namespace", me, []Claimant{c("team-a", "x", 2 * time.Hour)}, true},
+		{"newer in another namespace", me, []Claimant{c("team-a", "x", 2*time.Hour)}, true},
 		{"older in the same namespace", me, []Claimant{c("team-b", "x", 0)}, true},
 		{"older but being deleted", me, []Claimant{{Namespace: "team-a", Name: "x", Created: t0, Deleting: true}}, true},
 		{"same second, namespace order decides", c("team-b", "m", 0), []Claimant{c("team-a", "x", 0)}, false},

@@ -25,9 +25,9 @@ import (
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
 	"github.com/agrenting/agentcred/controllers"
-	"github.com/agrenting/agentcred/internal/identityindex"
 	"github.com/agrenting/agentcred/internal/credential"
 	"github.com/agrenting/agentcred/internal/hashsecret"
+	"github.com/agrenting/agentcred/internal/identityindex"
 	"github.com/agrenting/agentcred/test/controlplane"
 )
 

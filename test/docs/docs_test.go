@@ -100,7 +100,7 @@ func TestPathsNamedInDocsExist(t *testing.T) {
 }
 
 func TestCLICommandsNamedInDocsExist(t *testing.T) {
-	known := map[string]bool{"rotate": true, "status": true, "key": true, "check": true}
+	known := map[string]bool{"rotate": true, "status": true, "key": true, "check": true, "claims": true}
 	for name, text := range docs(t) {
 		for _, m := range regexp.MustCompile(`kubectl agentcred ([a-z]+)`).FindAllStringSubmatch(text, -1) {
 			if !known[m[1]] {

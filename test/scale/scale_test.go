@@ -41,6 +41,7 @@ import (
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
 	"github.com/agrenting/agentcred/internal/authserver"
+	"github.com/agrenting/agentcred/internal/tenancy"
 	"github.com/agrenting/agentcred/test/controlplane"
 	"github.com/agrenting/agentcred/test/harness"
 	"github.com/go-logr/logr"
@@ -296,6 +297,9 @@ func mirror(b *testing.B, n int) time.Duration {
 		case !apierrors.IsNotFound(err):
 			return fmt.Errorf("reading the agent Secret: %w", err)
 		}
+		if err := createClaim(ns, c); err != nil {
+			return err
+		}
 		if err := createSecretPair(ns, c); err != nil {
 			return err
 		}
@@ -316,6 +320,24 @@ func mirror(b *testing.B, n int) time.Duration {
 				Namespace: ns, Name: c.Name, UID: c.UID},
 		})
 	})
+}
+
+// createClaim creates and records the use of the IdentityClaim of c's agent,
+// as the operator does on a credential's first reconcile: a Create and a
+// status update.
+func createClaim(ns string, c *authv1alpha1.AgentCredential) error {
+	id := tenancy.Agent(c.Spec.AgentID)
+	claim := &authv1alpha1.IdentityClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: tenancy.ClaimName(id), Labels: map[string]string{
+			authv1alpha1.ManagedByLabel: authv1alpha1.ManagedByValue, authv1alpha1.CredentialLabel: c.Name, authv1alpha1.CredentialNamespaceLabel: ns}},
+		Spec: authv1alpha1.IdentityClaimSpec{Kind: id.Kind, Value: id.Value, Namespace: ns},
+	}
+	if err := k8s.Create(ctx, claim); err != nil {
+		return err
+	}
+	now := metav1.Now()
+	claim.Status = authv1alpha1.IdentityClaimStatus{Credentials: []string{c.Name}, LastUsedTime: &now}
+	return k8s.Status().Update(ctx, claim)
 }
 
 // createSecretPair creates an agent Secret and a hash Secret of the size
@@ -374,6 +396,7 @@ func purge(b *testing.B, ns string) {
 		{&eventsv1.Event{}, []client.DeleteAllOfOption{client.InNamespace(ns)}},
 		{&corev1.Secret{}, []client.DeleteAllOfOption{client.InNamespace(operatorNamespace),
 			client.MatchingLabels{authv1alpha1.CredentialNamespaceLabel: ns}}},
+		{&authv1alpha1.IdentityClaim{}, []client.DeleteAllOfOption{client.MatchingLabels{authv1alpha1.CredentialNamespaceLabel: ns}}},
 	} {
 		if err := k8s.DeleteAllOf(ctx, del.obj, del.opts...); err != nil {
 			b.Fatal(err)

@@ -175,10 +175,14 @@ func TestUpgradeClaimsOldestFirst(t *testing.T) {
 	g.Expect(k8s.Create(ctx, takeTok)).To(Succeed())
 
 	startOperator(t, tenancy.FirstUse)
+	// The newcomers are refused at once (the older credential goes first
+	// even before its claim exists), and the owner's claims appear.
 	waitReason(t, takeKey, metav1.ConditionFalse, authv1alpha1.ReasonAgentIDConflict)
 	waitReason(t, takeTok, metav1.ConditionFalse, authv1alpha1.ReasonUserConflict)
-	g.Expect(claimOf(g, tenancy.Agent(agent)).Spec.Namespace).To(Equal(owner))
-	g.Expect(claimOf(g, tenancy.User(user)).Spec.Namespace).To(Equal(owner))
+	g.Eventually(func(g Gomega) {
+		g.Expect(claimOf(g, tenancy.Agent(agent)).Spec.Namespace).To(Equal(owner))
+		g.Expect(claimOf(g, tenancy.User(user)).Spec.Namespace).To(Equal(owner))
+	}).WithTimeout(20 * time.Second).WithPolling(50 * time.Millisecond).Should(Succeed())
 	g.Expect(waitReason(t, key, metav1.ConditionTrue, authv1alpha1.ReasonIssued).Status.KeyID).To(Equal(key.Status.KeyID), "the owner's key changed")
 	g.Expect(waitReason(t, tok, metav1.ConditionTrue, authv1alpha1.ReasonIssued).Status.KeyID).To(Equal(tok.Status.KeyID))
 	g.Expect(hasHashSecret(takeKey) || hasHashSecret(takeTok)).To(BeFalse(), "a newcomer got a key")

@@ -38,8 +38,14 @@ generate: $(CONTROLLER_GEN) ## Generate DeepCopy methods for the API types.
 	$(CONTROLLER_GEN) object paths="./api/..."
 
 .PHONY: docs
-docs: manifests ## Generate docs/crd-reference.md from the CRD.
-	go run ./hack/crdref config/crd/bases/auth.agrenting.io_agentcredentials.yaml > docs/crd-reference.md
+docs: manifests ## Generate docs/crd-reference.md from the CRDs.
+	go run ./hack/crdref config/crd/bases/auth.agrenting.io_agentcredentials.yaml config/crd/bases/auth.agrenting.io_identityclaims.yaml > docs/crd-reference.md
+
+.PHONY: verify
+verify: generate manifests docs ## Regenerate everything generated (deepcopy, CRDs, RBAC, webhook, CRD reference) and fail if the tree changed: generated files must be committed fresh.
+	@if ! git diff --exit-code --stat; then echo "verify: generated files are stale; run 'make generate manifests docs' and commit" >&2; exit 1; fi
+	@if [[ -n "$$(git status --porcelain --untracked-files=all -- api config docs)" ]]; then \
+		git status --porcelain --untracked-files=all -- api config docs; echo "verify: generation produced untracked files; commit them" >&2; exit 1; fi
 
 .PHONY: docs-check
 docs-check: ## Check the docs against the code: flags, make targets, paths, CLI commands, the generated CRD reference.
@@ -70,6 +76,10 @@ run: manifests generate fmt vet ## Run agentcred locally: on an embedded kube-ap
 .PHONY: test
 test: manifests generate fmt vet ## Run every test, integration tests included, against a real kube-apiserver and etcd.
 	KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(hack/controlplane.sh)}" go test $(GO_TEST_FLAGS) ./...
+
+.PHONY: test-short
+test-short: ## The inner loop: every test that needs no control plane (pure packages, fake-client tables), in about a minute.
+	go test -short -count=1 ./...
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each (default 10s).

@@ -37,7 +37,6 @@ const (
 	EventReissued          = "Reissued"
 	EventConflict          = "Conflict"
 	EventHashRepaired      = "HashRepaired"
-	EventClaimed           = "Claimed"
 )
 
 // AgentCredentialReconciler issues, hashes and rotates the key of each AgentCredential.
@@ -61,8 +60,7 @@ type AgentCredentialReconciler struct {
 // +kubebuilder:rbac:groups=auth.agrenting.io,resources=agentcredentials,verbs=get;list;watch;update;patch
 // +kubebuilder:rbac:groups=auth.agrenting.io,resources=agentcredentials/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=auth.agrenting.io,resources=agentcredentials/finalizers,verbs=update
-// +kubebuilder:rbac:groups=auth.agrenting.io,resources=identityclaims,verbs=get;list;watch;create;delete
-// +kubebuilder:rbac:groups=auth.agrenting.io,resources=identityclaims/status,verbs=get;update
+// +kubebuilder:rbac:groups=auth.agrenting.io,resources=identityclaims,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
@@ -85,12 +83,20 @@ func (r *AgentCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	before := cred.DeepCopy()
 	defer func() { retErr = r.patchStatus(ctx, before, cred, retErr) }()
 
-	if held, err := r.claimIdentities(ctx, cred); held || err != nil {
+	refused, err := r.claimIdentities(ctx, cred)
+	if err != nil {
 		return ctrl.Result{}, err
 	}
+	if len(refused) > 0 {
+		return ctrl.Result{}, r.revokeForRefusedIdentities(ctx, cred, refused)
+	}
 	agent, err := r.getAgentSecret(ctx, cred)
-	if err != nil || agent.foreign {
+	if err != nil {
 		return ctrl.Result{}, err
+	}
+	if agent.foreign {
+		r.markSecretConflict(cred)
+		return ctrl.Result{}, nil
 	}
 	hash, err := r.getHashSecret(ctx, cred)
 	if err != nil {
@@ -102,7 +108,8 @@ func (r *AgentCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	if err := r.reconcileAgentSecretMetadata(ctx, cred, agent); err != nil {
 		return ctrl.Result{}, err
 	}
-	return ctrl.Result{RequeueAfter: r.scheduleRotation(cred, hash.record)}, nil
+	r.setIssuedStatus(cred, hash.record)
+	return ctrl.Result{RequeueAfter: rotation.RequeueAfter(hash.record, cred.RotationPeriod(), r.Clock.Now())}, nil
 }
 
 // reconcileKey makes the agent Secret hold a key that the hash Secret
@@ -195,11 +202,10 @@ func (r *AgentCredentialReconciler) recordRotation(ctx context.Context, cred *au
 	}
 }
 
-// scheduleRotation mirrors the hash record into the status and returns when
-// to look again.
-func (r *AgentCredentialReconciler) scheduleRotation(cred *authv1alpha1.AgentCredential, rec *hashsecret.Record) time.Duration {
-	period := cred.RotationPeriod()
-	next := rotation.NextRotation(rec.Current.IssuedAt, period)
+// setIssuedStatus mirrors the hash record into the status (Ready=True) and
+// the next-rotation metric.
+func (r *AgentCredentialReconciler) setIssuedStatus(cred *authv1alpha1.AgentCredential, rec *hashsecret.Record) {
+	next := rotation.NextRotation(rec.Current.IssuedAt, cred.RotationPeriod())
 	s := &cred.Status
 	s.AgentID = cred.Spec.AgentID
 	s.SecretName = cred.SecretName()
@@ -216,7 +222,6 @@ func (r *AgentCredentialReconciler) scheduleRotation(cred *authv1alpha1.AgentCre
 	setReady(cred, metav1.ConditionTrue, authv1alpha1.ReasonIssued,
 		fmt.Sprintf("Key %s is issued in Secret %s; next rotation at %s", s.KeyID, s.SecretName, next.UTC().Format(time.RFC3339)))
 	r.Metrics.NextRotation.WithLabelValues(cred.Namespace, cred.Name).Set(float64(next.Unix()))
-	return rotation.RequeueAfter(rec, period, r.Clock.Now())
 }
 
 // patchStatus writes the status once per reconcile. observedGeneration moves

@@ -30,12 +30,12 @@ func TestIssuesAPIKeyAndKeepsOnlyItsHash(t *testing.T) {
 	cred = waitReady(t, cred)
 
 	s := agentSecret(t, ns, "billing-agent")
-	key := string(s.Data[controllers.AgentSecretAPIKey])
+	key := string(s.Data[authv1alpha1.AgentSecretAPIKey])
 	kind, err := credential.Parse(key)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(kind).To(Equal(credential.APIKey))
 	g.Expect(key).To(HavePrefix("ak_"))
-	g.Expect(string(s.Data[controllers.AgentSecretAgentID])).To(Equal(cred.Spec.AgentID))
+	g.Expect(string(s.Data[authv1alpha1.AgentSecretAgentID])).To(Equal(cred.Spec.AgentID))
 	g.Expect(metav1.IsControlledBy(s, cred)).To(BeTrue(), "agent Secret must be controlled by the credential")
 	g.Expect(s.Labels).To(HaveKeyWithValue(authv1alpha1.ManagedByLabel, "agentcred"))
 	g.Expect(s.Labels).To(HaveKeyWithValue(authv1alpha1.CredentialLabel, "billing-agent"))
@@ -121,12 +121,12 @@ func TestIssuesUserToken(t *testing.T) {
 	create(t, cred)
 	cred = waitReady(t, cred)
 	s := agentSecret(t, ns, "alice-token")
-	token := string(s.Data[controllers.AgentSecretToken])
+	token := string(s.Data[authv1alpha1.AgentSecretToken])
 	kind, err := credential.Parse(token)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(kind).To(Equal(credential.UserToken))
-	g.Expect(string(s.Data[controllers.AgentSecretAgentIDs])).To(Equal(a + "\n" + b))
-	g.Expect(string(s.Data[controllers.AgentSecretUser])).To(Equal("alice@example.com"))
+	g.Expect(string(s.Data[authv1alpha1.AgentSecretAgentIDs])).To(Equal(a + "\n" + b))
+	g.Expect(string(s.Data[authv1alpha1.AgentSecretUser])).To(Equal("alice@example.com"))
 	rec := hashRecord(t, cred)
 	g.Expect(rec.Current.Digest.Equal(credential.DigestOf(token))).To(BeTrue())
 	g.Expect(rec.Type).To(Equal("UserToken"))
@@ -141,7 +141,7 @@ func TestIssuesUserToken(t *testing.T) {
 	c.Spec.Agents = append(c.Spec.Agents, extra)
 	g.Expect(k8s.Update(ctx, c)).To(Succeed())
 	g.Eventually(func() []string { return hashRecord(t, cred).AgentIDs }).WithTimeout(timeout).Should(ContainElement(extra))
-	g.Eventually(func() string { return string(agentSecret(t, ns, "alice-token").Data[controllers.AgentSecretAgentIDs]) }).
+	g.Eventually(func() string { return string(agentSecret(t, ns, "alice-token").Data[authv1alpha1.AgentSecretAgentIDs]) }).
 		WithTimeout(timeout).Should(HaveSuffix(extra))
 	g.Expect(get(t, cred).Status.KeyID).To(Equal(cred.Status.KeyID))
 }
@@ -152,7 +152,7 @@ func TestScheduledRotationAtNinetyDaysWithGracePeriod(t *testing.T) {
 	cred := apiKeyCredential(ns, "scheduled")
 	create(t, cred)
 	cred = waitReady(t, cred)
-	oldKey := string(agentSecret(t, ns, "scheduled").Data[controllers.AgentSecretAPIKey])
+	oldKey := string(agentSecret(t, ns, "scheduled").Data[authv1alpha1.AgentSecretAPIKey])
 	issued := cred.Status.LastRotationTime.Time
 	g.Expect(cred.Status.NextRotationTime.Time).To(BeTemporally("==", issued.Add(90*24*time.Hour)))
 
@@ -165,7 +165,7 @@ func TestScheduledRotationAtNinetyDaysWithGracePeriod(t *testing.T) {
 	rotatedAt := fakeClock.Now()
 	poke(t, cred)
 	cred = waitKeyChange(t, cred, cred.Status.KeyID)
-	newKey := string(agentSecret(t, ns, "scheduled").Data[controllers.AgentSecretAPIKey])
+	newKey := string(agentSecret(t, ns, "scheduled").Data[authv1alpha1.AgentSecretAPIKey])
 	g.Expect(credential.KeyID(newKey)).To(Equal(cred.Status.KeyID))
 	g.Expect(cred.Status.RotationCount).To(BeEquivalentTo(1))
 	g.Expect(cred.Status.PreviousKeyID).To(Equal(credential.KeyID(oldKey)))
@@ -202,7 +202,7 @@ func TestScheduledRotationAtCustomPeriod(t *testing.T) {
 	cred = waitReady(t, cred)
 	issued := cred.Status.LastRotationTime.Time
 	g.Expect(cred.Status.NextRotationTime.Time).To(BeTemporally("==", issued.Add(2*time.Hour)))
-	oldKey := string(agentSecret(t, ns, "hourly").Data[controllers.AgentSecretAPIKey])
+	oldKey := string(agentSecret(t, ns, "hourly").Data[authv1alpha1.AgentSecretAPIKey])
 
 	fakeClock.SetTime(issued.Add(2 * time.Hour))
 	poke(t, cred)
@@ -227,11 +227,11 @@ func TestRotateAnnotationRevokesOldKeyAtOnce(t *testing.T) {
 	cred := apiKeyCredential(ns, "requested")
 	create(t, cred)
 	cred = waitReady(t, cred)
-	oldKey := string(agentSecret(t, ns, "requested").Data[controllers.AgentSecretAPIKey])
+	oldKey := string(agentSecret(t, ns, "requested").Data[authv1alpha1.AgentSecretAPIKey])
 
 	annotate(t, cred, authv1alpha1.RotateAnnotation, "2026-11-28T10:00")
 	cred = waitKeyChange(t, cred, cred.Status.KeyID)
-	newKey := string(agentSecret(t, ns, "requested").Data[controllers.AgentSecretAPIKey])
+	newKey := string(agentSecret(t, ns, "requested").Data[authv1alpha1.AgentSecretAPIKey])
 	rec := hashRecord(t, cred)
 	g.Expect(rec.Current.Digest.Equal(credential.DigestOf(newKey))).To(BeTrue())
 	g.Expect(rec.Previous).To(BeNil(), "a requested rotation must not keep the old key")
@@ -276,7 +276,7 @@ func TestOrphanedHashSecretIsRemoved(t *testing.T) {
 	orphan := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{
 		Namespace: operatorNamespace, Name: hashsecret.Name(ns, "ghost"),
 		Labels: map[string]string{
-			authv1alpha1.ManagedByLabel: "agentcred", authv1alpha1.SecretRoleLabel: controllers.RoleKeyHash,
+			authv1alpha1.ManagedByLabel: "agentcred", authv1alpha1.SecretRoleLabel: authv1alpha1.SecretRoleKeyHash,
 			authv1alpha1.CredentialLabel: "ghost", authv1alpha1.CredentialNamespaceLabel: ns,
 		},
 	}}
@@ -290,11 +290,11 @@ func TestDeletedAgentSecretIsReissued(t *testing.T) {
 	cred := apiKeyCredential(ns, "lost")
 	create(t, cred)
 	cred = waitReady(t, cred)
-	oldKey := string(agentSecret(t, ns, "lost").Data[controllers.AgentSecretAPIKey])
+	oldKey := string(agentSecret(t, ns, "lost").Data[authv1alpha1.AgentSecretAPIKey])
 
 	g.Expect(k8s.Delete(ctx, agentSecret(t, ns, "lost"))).To(Succeed())
 	cred = waitKeyChange(t, cred, cred.Status.KeyID)
-	newKey := string(agentSecret(t, ns, "lost").Data[controllers.AgentSecretAPIKey])
+	newKey := string(agentSecret(t, ns, "lost").Data[authv1alpha1.AgentSecretAPIKey])
 	g.Expect(newKey).NotTo(Equal(oldKey))
 	rec := hashRecord(t, cred)
 	g.Expect(rec.Accepts(credential.DigestOf(newKey), fakeClock.Now())).To(BeTrue())
@@ -309,12 +309,12 @@ func TestCorruptedAgentSecretIsReissued(t *testing.T) {
 	create(t, cred)
 	cred = waitReady(t, cred)
 	s := agentSecret(t, ns, "corrupt")
-	oldKey := string(s.Data[controllers.AgentSecretAPIKey])
-	s.Data[controllers.AgentSecretAPIKey] = []byte(oldKey[:len(oldKey)-1]) // one character lost
+	oldKey := string(s.Data[authv1alpha1.AgentSecretAPIKey])
+	s.Data[authv1alpha1.AgentSecretAPIKey] = []byte(oldKey[:len(oldKey)-1]) // one character lost
 	g.Expect(k8s.Update(ctx, s)).To(Succeed())
 
 	cred = waitKeyChange(t, cred, cred.Status.KeyID)
-	newKey := string(agentSecret(t, ns, "corrupt").Data[controllers.AgentSecretAPIKey])
+	newKey := string(agentSecret(t, ns, "corrupt").Data[authv1alpha1.AgentSecretAPIKey])
 	_, err := credential.Parse(newKey)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(hashRecord(t, cred).Accepts(credential.DigestOf(oldKey), fakeClock.Now())).To(BeFalse())
@@ -327,7 +327,7 @@ func TestEditedOrDeletedHashSecretIsRewritten(t *testing.T) {
 	cred := apiKeyCredential(ns, "tampered")
 	create(t, cred)
 	cred = waitReady(t, cred)
-	key := string(agentSecret(t, ns, "tampered").Data[controllers.AgentSecretAPIKey])
+	key := string(agentSecret(t, ns, "tampered").Data[authv1alpha1.AgentSecretAPIKey])
 
 	// An attacker with access to the operator namespace swaps in the hash of their own key.
 	hash := &corev1.Secret{}
@@ -390,9 +390,9 @@ func TestAgentSecretMetadataIsRepaired(t *testing.T) {
 	create(t, cred)
 	cred = waitReady(t, cred)
 	s := agentSecret(t, ns, "relabel")
-	s.Data[controllers.AgentSecretAgentID] = []byte("someone-else")
+	s.Data[authv1alpha1.AgentSecretAgentID] = []byte("someone-else")
 	g.Expect(k8s.Update(ctx, s)).To(Succeed())
-	g.Eventually(func() string { return string(agentSecret(t, ns, "relabel").Data[controllers.AgentSecretAgentID]) }).
+	g.Eventually(func() string { return string(agentSecret(t, ns, "relabel").Data[authv1alpha1.AgentSecretAgentID]) }).
 		WithTimeout(timeout).Should(Equal(cred.Spec.AgentID))
 	g.Expect(get(t, cred).Status.KeyID).To(Equal(cred.Status.KeyID), "repairing metadata must not rotate the key")
 }
@@ -444,7 +444,7 @@ func TestNamesAtTheLimitsAndUnicode(t *testing.T) {
 	create(t, cred)
 	cred = waitReady(t, cred)
 	g.Expect(len(hashSecretKey(cred).Name)).To(BeNumerically("<=", 63))
-	g.Expect(agentSecret(t, ns, long).Data).To(HaveKey(controllers.AgentSecretAPIKey))
+	g.Expect(agentSecret(t, ns, long).Data).To(HaveKey(authv1alpha1.AgentSecretAPIKey))
 
 	ut := &authv1alpha1.AgentCredential{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "unicode"},
@@ -453,7 +453,7 @@ func TestNamesAtTheLimitsAndUnicode(t *testing.T) {
 	create(t, ut)
 	waitReady(t, ut)
 	g.Expect(hashRecord(t, ut).User).To(Equal("jürgen.østergård@例え.jp"))
-	g.Expect(string(agentSecret(t, ns, "unicode").Data[controllers.AgentSecretUser])).To(Equal("jürgen.østergård@例え.jp"))
+	g.Expect(string(agentSecret(t, ns, "unicode").Data[authv1alpha1.AgentSecretUser])).To(Equal("jürgen.østergård@例え.jp"))
 }
 
 // The cache drops managedFields (memory), and the controller's updates from

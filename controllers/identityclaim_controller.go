@@ -85,7 +85,7 @@ func (r *IdentityClaimReconciler) dropStaleUsers(ctx context.Context, claim *aut
 	c := claim.DeepCopy()
 	c.Status.Credentials = slices.DeleteFunc(c.Status.Credentials, func(n string) bool { return slices.Contains(stale, n) })
 	c.Status.LastUsedTime = timePtr(r.Clock.Now())
-	if err := r.Status().Update(ctx, c); err != nil {
+	if err := r.Update(ctx, c); err != nil {
 		return err
 	}
 	*claim = *c

@@ -22,21 +22,6 @@ import (
 	"github.com/agrenting/agentcred/internal/rotation"
 )
 
-// Data keys of the agent Secret.
-const (
-	AgentSecretAPIKey   = "api-key"
-	AgentSecretAgentID  = "agent-id"
-	AgentSecretToken    = "token"
-	AgentSecretAgentIDs = "agent-ids"
-	AgentSecretUser     = "user"
-)
-
-// Values of the auth.agrenting.io/secret-role label.
-const (
-	RoleAgentKey = authv1alpha1.SecretRoleAgentKey
-	RoleKeyHash  = authv1alpha1.SecretRoleKeyHash
-)
-
 // agentSecret is what the controller found at spec.secretName.
 type agentSecret struct {
 	// secret is nil when there is none.
@@ -53,13 +38,6 @@ type hashSecret struct {
 	// record is nil when the Secret is missing, damaged, or left from an
 	// earlier credential of the same name.
 	record *hashsecret.Record
-}
-
-func keyField(t authv1alpha1.CredentialType) string {
-	if t == authv1alpha1.UserTokenType {
-		return AgentSecretToken
-	}
-	return AgentSecretAPIKey
 }
 
 func keyKind(t authv1alpha1.CredentialType) credential.Kind {
@@ -87,6 +65,14 @@ func ownLabels(cred *authv1alpha1.AgentCredential, role string) map[string]strin
 	}
 }
 
+// markSecretConflict reports that spec.secretName names a Secret this
+// credential does not control: Ready=False and a Warning event.
+func (r *AgentCredentialReconciler) markSecretConflict(cred *authv1alpha1.AgentCredential) {
+	r.reportConflict(cred, authv1alpha1.ReasonSecretConflict, fmt.Sprintf(
+		"Secret %s already exists and is not controlled by this AgentCredential; agentcred will not overwrite it. "+
+			"Delete that Secret or create the credential with another spec.secretName", cred.SecretName()))
+}
+
 // getAgentSecret reads the agent Secret. The cache holds only Secrets
 // labelled as ours, so a miss is checked against the API server: a foreign
 // Secret (or ours with its labels stripped) must not be overwritten blindly.
@@ -104,12 +90,9 @@ func (r *AgentCredentialReconciler) getAgentSecret(ctx context.Context, cred *au
 		return nil, fmt.Errorf("reading Secret %s: %w", key.Name, err)
 	}
 	if !metav1.IsControlledBy(s, cred) {
-		r.reportConflict(cred, authv1alpha1.ReasonSecretConflict, fmt.Sprintf(
-			"Secret %s already exists and is not controlled by this AgentCredential; agentcred will not overwrite it. "+
-				"Delete that Secret or create the credential with another spec.secretName", key.Name))
 		return &agentSecret{foreign: true}, nil
 	}
-	value, present := s.Data[keyField(cred.CredentialType())]
+	value, present := s.Data[authv1alpha1.AgentSecretKeyField(cred.CredentialType())]
 	return &agentSecret{secret: s, key: rotation.Inspect(string(value), present, keyKind(cred.CredentialType()))}, nil
 }
 
@@ -123,7 +106,7 @@ func (r *AgentCredentialReconciler) applyAgentSecret(cred *authv1alpha1.AgentCre
 		maps.Copy(labels, t.Labels)
 		maps.Copy(annotations, t.Annotations)
 	}
-	maps.Copy(labels, ownLabels(cred, RoleAgentKey))
+	maps.Copy(labels, ownLabels(cred, authv1alpha1.SecretRoleAgentKey))
 	if s.Labels == nil {
 		s.Labels = map[string]string{}
 	}
@@ -138,10 +121,10 @@ func (r *AgentCredentialReconciler) applyAgentSecret(cred *authv1alpha1.AgentCre
 		s.Data = map[string][]byte{}
 	}
 	if cred.CredentialType() == authv1alpha1.UserTokenType {
-		s.Data[AgentSecretAgentIDs] = []byte(strings.Join(cred.Spec.Agents, "\n"))
-		s.Data[AgentSecretUser] = []byte(cred.Spec.User)
+		s.Data[authv1alpha1.AgentSecretAgentIDs] = []byte(strings.Join(cred.Spec.Agents, "\n"))
+		s.Data[authv1alpha1.AgentSecretUser] = []byte(cred.Spec.User)
 	} else {
-		s.Data[AgentSecretAgentID] = []byte(cred.Spec.AgentID)
+		s.Data[authv1alpha1.AgentSecretAgentID] = []byte(cred.Spec.AgentID)
 	}
 	if s.Type == "" {
 		s.Type = corev1.SecretTypeOpaque
@@ -158,7 +141,7 @@ func (r *AgentCredentialReconciler) writeAgentKey(ctx context.Context, cred *aut
 	if err := r.applyAgentSecret(cred, s); err != nil {
 		return err
 	}
-	s.Data[keyField(cred.CredentialType())] = []byte(key)
+	s.Data[authv1alpha1.AgentSecretKeyField(cred.CredentialType())] = []byte(key)
 	if err := r.createOrUpdate(ctx, s, agent.secret != nil); err != nil {
 		return err
 	}
@@ -240,7 +223,7 @@ func (r *AgentCredentialReconciler) writeHashSecret(ctx context.Context, cred *a
 		s = hash.secret.DeepCopy()
 	}
 	s.Namespace, s.Name = r.OperatorNamespace, hashsecret.Name(cred.Namespace, cred.Name)
-	s.Labels = ownLabels(cred, RoleKeyHash)
+	s.Labels = ownLabels(cred, authv1alpha1.SecretRoleKeyHash)
 	s.Type = corev1.SecretTypeOpaque
 	s.Data = rec.Data()
 	if err := r.createOrUpdate(ctx, s, hash.secret != nil); err != nil {
@@ -255,7 +238,7 @@ func (r *AgentCredentialReconciler) writeHashSecret(ctx context.Context, cred *a
 func (r *AgentCredentialReconciler) syncHashMetadata(ctx context.Context, cred *authv1alpha1.AgentCredential, hash *hashSecret) error {
 	want := *hash.record
 	r.refreshRecord(cred, &want)
-	if reflect.DeepEqual(&want, hash.record) && maps.Equal(hash.secret.Labels, ownLabels(cred, RoleKeyHash)) {
+	if reflect.DeepEqual(&want, hash.record) && maps.Equal(hash.secret.Labels, ownLabels(cred, authv1alpha1.SecretRoleKeyHash)) {
 		return nil
 	}
 	return r.writeHashSecret(ctx, cred, hash, &want)

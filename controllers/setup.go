@@ -83,17 +83,17 @@ func (r *AgentCredentialReconciler) SetupWithManager(mgr ctrl.Manager, opts Setu
 				}
 			},
 		}, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
-			return o.GetNamespace() == r.OperatorNamespace && o.GetLabels()[authv1alpha1.SecretRoleLabel] == RoleKeyHash
+			return o.GetNamespace() == r.OperatorNamespace && o.GetLabels()[authv1alpha1.SecretRoleLabel] == authv1alpha1.SecretRoleKeyHash
 		}))).
 		// A credential appearing or going away may let another claim an
 		// unclaimed identity.
 		Watches(&authv1alpha1.AgentCredential{}, r.sharedIdentityHandler()).
 		// A claim made, moved or deleted (by an admin, or on release)
-		// changes who may use its identity. Its status updates (the users
-		// we record) change nothing for a credential.
+		// changes who may use its identity. Updates of the users we record
+		// change nothing for a credential.
 		Watches(&authv1alpha1.IdentityClaim{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
 			return r.requestsForClaim(ctx, o.GetName(), nil)
-		}), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		}), builder.WithPredicates(claimMoved())).
 		WithOptions(controller.Options{
 			MaxConcurrentReconciles: opts.MaxConcurrentReconciles,
 			RateLimiter:             workqueue.DefaultTypedControllerRateLimiter[reconcile.Request](),
@@ -108,6 +108,16 @@ func credentialForHashSecret(_ context.Context, o client.Object) []reconcile.Req
 		return nil
 	}
 	return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: ns, Name: name}}}
+}
+
+// claimMoved passes every create and delete of a claim but only the updates
+// that change its spec (an admin moving it to another namespace).
+func claimMoved() predicate.Funcs {
+	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		old, ok1 := e.ObjectOld.(*authv1alpha1.IdentityClaim)
+		cur, ok2 := e.ObjectNew.(*authv1alpha1.IdentityClaim)
+		return !ok1 || !ok2 || old.Spec != cur.Spec
+	}}
 }
 
 func notCreate() predicate.Funcs {

@@ -16,16 +16,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
-	"github.com/agrenting/agentcred/internal/identityindex"
+	"github.com/agrenting/agentcred/internal/operator"
 	"github.com/agrenting/agentcred/internal/tenancy"
 	"github.com/agrenting/agentcred/test/controlplane"
+	"github.com/agrenting/agentcred/test/harness"
 	"github.com/agrenting/agentcred/webhook"
 )
 
@@ -60,60 +58,50 @@ func (w *warningRecorder) take() []string {
 func TestMain(m *testing.M) { os.Exit(run(m)) }
 
 func run(m *testing.M) int {
-	fail := func(err error) int { fmt.Fprintln(os.Stderr, err); return 1 }
-	env, err := controlplane.Start(func(e *envtest.Environment) {
-		e.WebhookInstallOptions = envtest.WebhookInstallOptions{
-			Paths: []string{filepath.Join(controlplane.RepoRoot(), "config", "webhook")},
-		}
+	return harness.Run(harness.RunInput{
+		M: m, ShortTests: "^TestValidator",
+		Configure: []func(*envtest.Environment){func(e *envtest.Environment) {
+			e.WebhookInstallOptions = envtest.WebhookInstallOptions{
+				Paths: []string{filepath.Join(controlplane.RepoRoot(), "config", "webhook")},
+			}
+		}},
+		Setup: func(ctx context.Context, env *harness.Env) (func() error, error) {
+			// The webhook alone, assembled as the binary assembles it, serving
+			// on the address and certificate envtest registered.
+			wio := &env.WebhookInstallOptions
+			o := harness.OperatorOptions()
+			o.EnableController, o.EnableWebhook = false, true
+			o.WebhookHost, o.WebhookPort, o.WebhookCertDir = wio.LocalServingHost, wio.LocalServingPort, wio.LocalServingCertDir
+			o.WebhookCertManagement = operator.ExternalCerts
+			op, stop, err := harness.StartOperator(ctx, env.Config, o, operator.Deps{})
+			if err != nil {
+				return nil, err
+			}
+			cached, k8s = op.GetClient(), env.Client
+			if err := waitForTLS(fmt.Sprintf("%s:%d", wio.LocalServingHost, wio.LocalServingPort)); err != nil {
+				return stop, err
+			}
+			cfg := rest.CopyConfig(env.Config)
+			cfg.WarningHandler = warnings
+			warned, err = client.New(cfg, client.Options{Scheme: controlplane.Scheme()})
+			return stop, err
+		},
 	})
-	if err != nil {
-		return fail(err)
-	}
-	defer func() { _ = env.Stop() }()
-	wio := &env.WebhookInstallOptions
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
-		Scheme: controlplane.Scheme(), Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
-		WebhookServer: crwebhook.NewServer(crwebhook.Options{
-			Host: wio.LocalServingHost, Port: wio.LocalServingPort, CertDir: wio.LocalServingCertDir,
-		}),
-	})
-	if err != nil {
-		return fail(err)
-	}
-	mctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	if err := identityindex.Register(mctx, mgr.GetFieldIndexer()); err != nil {
-		return fail(err)
-	}
-	cached = mgr.GetClient()
-	v := &webhook.Validator{Credentials: mgr.GetClient(), Secrets: mgr.GetAPIReader()}
-	if err := v.SetupWithManager(mgr); err != nil {
-		return fail(err)
-	}
-	go func() { _ = mgr.Start(mctx) }()
-	// Wait until the webhook server answers TLS.
-	addr := fmt.Sprintf("%s:%d", wio.LocalServingHost, wio.LocalServingPort)
+}
+
+// waitForTLS waits until the webhook server answers TLS at addr.
+func waitForTLS(addr string) error {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // readiness probe only
 		if err == nil {
-			_ = conn.Close()
-			break
+			return conn.Close()
 		}
 		if time.Now().After(deadline) {
-			return fail(fmt.Errorf("webhook server never came up: %w", err))
+			return fmt.Errorf("webhook server never came up: %w", err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if k8s, err = client.New(env.Config, client.Options{Scheme: controlplane.Scheme()}); err != nil {
-		return fail(err)
-	}
-	cfg := rest.CopyConfig(env.Config)
-	cfg.WarningHandler = warnings
-	if warned, err = client.New(cfg, client.Options{Scheme: controlplane.Scheme()}); err != nil {
-		return fail(err)
-	}
-	return m.Run()
 }
 
 var counter atomic.Int64

@@ -18,31 +18,6 @@ const (
 	UserTokenType CredentialType = "UserToken"
 )
 
-// Names of labels, annotations and finalizers that users and other components rely on.
-const (
-	// ManagedByLabel marks every object agentcred creates.
-	ManagedByLabel = "app.kubernetes.io/managed-by"
-	// ManagedByValue is the value of ManagedByLabel.
-	ManagedByValue = "agentcred"
-	// CredentialLabel carries the name of the owning AgentCredential.
-	CredentialLabel = "auth.agrenting.io/credential"
-	// CredentialNamespaceLabel carries the namespace of the owning AgentCredential.
-	CredentialNamespaceLabel = "auth.agrenting.io/credential-namespace"
-	// SecretRoleLabel tells the agent Secret, the hash Secret and the session
-	// signing-key Secret apart, so each reader can watch only its own kind.
-	SecretRoleLabel = "auth.agrenting.io/secret-role"
-	// SecretRoleAgentKey marks agent Secrets (they hold keys).
-	SecretRoleAgentKey = "agent-key"
-	// SecretRoleKeyHash marks hash Secrets in the operator namespace.
-	SecretRoleKeyHash = "key-hash"
-	// SecretRoleSessionKeys marks the session signing-key Secret in the operator namespace.
-	SecretRoleSessionKeys = "session-keys"
-	// RotateAnnotation requests an immediate rotation when its value changes.
-	RotateAnnotation = "auth.agrenting.io/rotate"
-	// CleanupFinalizer removes the hash Secret in the operator namespace.
-	CleanupFinalizer = "auth.agrenting.io/cleanup"
-)
-
 // Defaults of the rotation schedule.
 const (
 	// DefaultRotationPeriod is the platform's recommended key lifetime: 90 days.

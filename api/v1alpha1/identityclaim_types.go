@@ -45,7 +45,8 @@ type IdentityClaimSpec struct {
 }
 
 // IdentityClaimStatus records who uses the claim, so that an unused claim
-// can be released after --claim-hold.
+// can be released after --claim-hold. agentcred writes it with the claim
+// (there is no status subresource).
 type IdentityClaimStatus struct {
 	// Credentials are the names of the AgentCredentials in spec.namespace
 	// that currently use the identity.
@@ -66,8 +67,10 @@ type IdentityClaimStatus struct {
 // --identity-claims=preassigned); cluster admins may create claims to
 // assign identities, change spec.namespace to move one, and delete claims to
 // release them.
+//
+// It has no status subresource on purpose: agentcred creates a claim with
+// its first user already recorded, in one request.
 // +kubebuilder:object:root=true
-// +kubebuilder:subresource:status
 // +kubebuilder:resource:scope=Cluster,categories=agentcred
 // +kubebuilder:validation:XValidation:rule="self.spec.kind == oldSelf.spec.kind && self.spec.value == oldSelf.spec.value",message="spec.kind and spec.value are immutable; only spec.namespace may change, to move the identity to another namespace"
 // +kubebuilder:validation:XValidation:rule="self.spec.kind != 'Agent' || self.metadata.name == 'agent-' + self.spec.value",message="an Agent claim must be named agent-<value>"

@@ -15,30 +15,16 @@ import (
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
 	"github.com/agrenting/agentcred/test/controlplane"
+	"github.com/agrenting/agentcred/test/harness"
 )
 
 var k8s client.Client
 
 func TestMain(m *testing.M) {
-	env, err := controlplane.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	k8s, err = client.New(env.Config, client.Options{Scheme: controlplane.Scheme()})
-	if err == nil {
-		err = k8s.Create(context.Background(), &corev1Namespace)
-	}
-	code := 1
-	if err == nil {
-		code = m.Run()
-	} else {
-		fmt.Fprintln(os.Stderr, err)
-	}
-	if err := env.Stop(); err != nil {
-		fmt.Fprintln(os.Stderr, "stopping control plane:", err)
-	}
-	os.Exit(code)
+	os.Exit(harness.Run(harness.RunInput{M: m, ShortTests: "^(TestRotationRequest|TestDefaults)$", Setup: func(ctx context.Context, env *harness.Env) (func() error, error) {
+		k8s = env.Client
+		return nil, k8s.Create(ctx, &corev1Namespace)
+	}}))
 }
 
 const (

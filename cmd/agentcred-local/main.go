@@ -8,7 +8,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -16,9 +15,7 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -30,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/agrenting/agentcred/internal/operator"
+	"github.com/agrenting/agentcred/test/controlplane"
 )
 
 func main() {
@@ -52,7 +50,7 @@ func run(args []string) error {
 	if cfg, where, ok := reachableCluster(); ok {
 		fmt.Printf("agentcred-local: using the cluster at %s (from %s); the webhook is off because that cluster cannot call this process.\n", cfg.Host, where)
 		fmt.Println("agentcred-local: install the CRD first if needed: kubectl apply --server-side -f config/crd/bases")
-		o.DisableWebhook()
+		o.EnableWebhook = false
 		return operator.Run(ctx, cfg, o)
 	}
 	return runEmbedded(ctx, o)
@@ -87,23 +85,8 @@ func reachableCluster() (*rest.Config, string, bool) {
 	return cfg, where, true
 }
 
-// assetsDir finds kube-apiserver and etcd: KUBEBUILDER_ASSETS, or the build
-// script in the repository.
-func assetsDir() (string, error) {
-	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
-		return dir, nil
-	}
-	cmd := exec.Command(filepath.Join("hack", "controlplane.sh")) //nolint:gosec // the repository's own build script
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, os.Stderr
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("building kube-apiserver and etcd with hack/controlplane.sh (run from the repository root): %w", err)
-	}
-	return strings.TrimSpace(out.String()), nil
-}
-
 func runEmbedded(ctx context.Context, o *operator.Options) (err error) {
-	assets, err := assetsDir()
+	assets, err := controlplane.AssetsDir()
 	if err != nil {
 		return err
 	}
@@ -118,9 +101,9 @@ func runEmbedded(ctx context.Context, o *operator.Options) (err error) {
 	}()
 	fmt.Println("agentcred-local: starting kube-apiserver and etcd from", assets)
 	env := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join("config", "crd", "bases")},
+		CRDDirectoryPaths:     []string{filepath.Join(controlplane.RepoRoot(), "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
-		WebhookInstallOptions: envtest.WebhookInstallOptions{Paths: []string{filepath.Join("config", "webhook")}},
+		WebhookInstallOptions: envtest.WebhookInstallOptions{Paths: []string{filepath.Join(controlplane.RepoRoot(), "config", "webhook")}},
 		BinaryAssetsDirectory: assets,
 	}
 	cfg, err := env.Start()
@@ -138,20 +121,22 @@ func runEmbedded(ctx context.Context, o *operator.Options) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := createNamespace(ctx, cfg, o.OperatorNamespace()); err != nil {
+	if err := createNamespace(ctx, cfg, o.OperatorNamespace); err != nil {
 		return err
 	}
+	// The webhook serves where envtest registered it, with envtest's certificate.
 	wio := env.WebhookInstallOptions
-	o.UseLocalWebhook(wio.LocalServingHost, wio.LocalServingPort, wio.LocalServingCertDir)
+	o.WebhookHost, o.WebhookPort, o.WebhookCertDir = wio.LocalServingHost, wio.LocalServingPort, wio.LocalServingCertDir
+	o.WebhookCertManagement = operator.ExternalCerts
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errc := make(chan error, 1)
 	go func() { errc <- operator.Run(runCtx, cfg, o) }()
-	if err := waitReady(runCtx, localURL(o.ProbeAddress())+"/readyz", errc); err != nil {
+	if err := waitReady(runCtx, localURL(o.ProbeAddr)+"/readyz", errc); err != nil {
 		return err
 	}
-	printBanner(kubeconfig, localURL(o.AuthAddress()))
+	printBanner(kubeconfig, localURL(o.AuthAddr))
 	select {
 	case <-ctx.Done():
 		fmt.Println("agentcred-local: stopping")

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
 	"github.com/agrenting/agentcred/internal/credential"
 	"github.com/agrenting/agentcred/internal/hashsecret"
 )
@@ -41,17 +42,10 @@ func (e *Entry) HasAgent(agentID string) bool {
 	return false
 }
 
-// accepts reports whether d authenticates for this entry at now, comparing
-// digests in constant time.
+// accepts reports whether d authenticates for this entry at now, by the
+// same rule as the hash record it came from.
 func (e *Entry) accepts(d credential.Digest, now time.Time) bool {
-	ok := d.Equal(e.Current)
-	if e.Pending != nil && d.Equal(*e.Pending) {
-		ok = true
-	}
-	if e.Previous != nil && d.Equal(*e.Previous) && now.Before(e.PreviousExpiresAt) {
-		ok = true
-	}
-	return ok
+	return hashsecret.Accepts(d, e.Current, e.Pending, e.Previous, e.PreviousExpiresAt, now)
 }
 
 // EntryFromRecord converts a hash record into an index entry.
@@ -63,7 +57,7 @@ func EntryFromRecord(rec *hashsecret.Record) *Entry {
 		SessionTTL: rec.SessionTTL,
 		Current:    rec.Current.Digest,
 	}
-	if rec.Type == "UserToken" {
+	if rec.Type == string(authv1alpha1.UserTokenType) {
 		e.Kind = credential.UserToken
 	}
 	e.AgentIDs = make([]string, len(rec.AgentIDs))

@@ -17,18 +17,6 @@ import (
 	"github.com/agrenting/agentcred/internal/session"
 )
 
-// Labels and names the source watches. They match what the controller writes.
-const (
-	managedBySelector = "app.kubernetes.io/managed-by=agentcred"
-	roleLabel         = "auth.agrenting.io/secret-role"
-	// RoleKeyHash marks hash Secrets.
-	RoleKeyHash = "key-hash"
-	// RoleSessionKeys marks the session signing-key Secret.
-	RoleSessionKeys   = "session-keys"
-	credentialLabel   = "auth.agrenting.io/credential"
-	credentialNSLabel = "auth.agrenting.io/credential-namespace"
-)
-
 // Source feeds the index and the session keyring from an informer on the
 // operator namespace, limited to hash Secrets and the signing-key Secret. Its
 // transform reduces each Secret to what verification needs before it is
@@ -66,14 +54,14 @@ func (src *Source) compact(obj interface{}) (interface{}, error) {
 		return obj, nil
 	}
 	c := &compactSecret{ObjectMeta: metav1.ObjectMeta{Name: s.Name, Namespace: s.Namespace, ResourceVersion: s.ResourceVersion}}
-	switch s.Labels[roleLabel] {
+	switch s.Labels[authv1alpha1.SecretRoleLabel] {
 	case authv1alpha1.SecretRoleKeyHash:
-		c.credential = s.Labels[credentialNSLabel] + "/" + s.Labels[credentialLabel]
+		c.credential = s.Labels[authv1alpha1.CredentialNamespaceLabel] + "/" + s.Labels[authv1alpha1.CredentialLabel]
 		rec, err := hashsecret.Parse(s.Data)
 		switch {
 		case err != nil:
 			src.Log.Info("Ignored a damaged hash Secret", "secret", s.Name, "problem", err.Error())
-		case rec.Credential != c.credential || s.Name != hashsecret.Name(s.Labels[credentialNSLabel], s.Labels[credentialLabel]):
+		case rec.Credential != c.credential || s.Name != hashsecret.Name(s.Labels[authv1alpha1.CredentialNamespaceLabel], s.Labels[authv1alpha1.CredentialLabel]):
 			src.Log.Info("Ignored a hash Secret whose name, labels and record disagree", "secret", s.Name)
 		default:
 			c.entry = EntryFromRecord(rec)
@@ -124,7 +112,7 @@ func (src *Source) remove(obj interface{}) {
 // it has listed every Secret.
 func (src *Source) Start(ctx context.Context) error {
 	selector := fmt.Sprintf("%s=%s,%s in (%s,%s)", authv1alpha1.ManagedByLabel, authv1alpha1.ManagedByValue,
-		roleLabel, authv1alpha1.SecretRoleKeyHash, authv1alpha1.SecretRoleSessionKeys)
+		authv1alpha1.SecretRoleLabel, authv1alpha1.SecretRoleKeyHash, authv1alpha1.SecretRoleSessionKeys)
 	lw := toolscache.NewFilteredListWatchFromClient(src.Client.CoreV1().RESTClient(), "secrets", src.Namespace,
 		func(o *metav1.ListOptions) { o.LabelSelector = selector })
 	inf := toolscache.NewSharedIndexInformer(lw, &corev1.Secret{}, 0, toolscache.Indexers{})

@@ -361,10 +361,7 @@ func (s *session) key(ctx context.Context, name string) (string, error) {
 	if err := s.client.Get(ctx, client.ObjectKey{Namespace: s.namespace, Name: cred.SecretName()}, secret); err != nil {
 		return "", err
 	}
-	field := "api-key"
-	if cred.CredentialType() == authv1alpha1.UserTokenType {
-		field = "token"
-	}
+	field := authv1alpha1.AgentSecretKeyField(cred.CredentialType())
 	key, ok := secret.Data[field]
 	if !ok {
 		return "", fmt.Errorf("Secret %s has no %s yet; is the credential Ready?", cred.SecretName(), field) //nolint:staticcheck // names a Kubernetes kind

@@ -86,26 +86,31 @@ type Record struct {
 	LastRotationRequest string
 }
 
-// AcceptedDigests returns the digests that authenticate at now: current,
-// pending, and previous until it expires.
-func (r *Record) AcceptedDigests(now time.Time) []credential.Digest {
-	out := []credential.Digest{r.Current.Digest}
-	if r.Pending != nil {
-		out = append(out, r.Pending.Digest)
-	}
-	if r.Previous != nil && now.Before(r.Previous.ExpiresAt) {
-		out = append(out, r.Previous.Digest)
-	}
-	return out
-}
-
 // Accepts reports whether digest authenticates at now.
 func (r *Record) Accepts(d credential.Digest, now time.Time) bool {
-	ok := false
-	for _, a := range r.AcceptedDigests(now) {
-		if a.Equal(d) {
-			ok = true
-		}
+	var pending, previous *credential.Digest
+	var previousExpiresAt time.Time
+	if r.Pending != nil {
+		pending = &r.Pending.Digest
+	}
+	if r.Previous != nil {
+		previous, previousExpiresAt = &r.Previous.Digest, r.Previous.ExpiresAt
+	}
+	return Accepts(d, r.Current.Digest, pending, previous, previousExpiresAt, now)
+}
+
+// Accepts is the one rule for which digests authenticate a credential at
+// now: the current one, a pending (staged) one, and the previous one until
+// it expires. The auth endpoint's index and the controller's tests both use
+// it. Every comparison runs, in constant time, so timing says nothing about
+// which digest matched.
+func Accepts(d, current credential.Digest, pending, previous *credential.Digest, previousExpiresAt, now time.Time) bool {
+	ok := d.Equal(current)
+	if pending != nil && d.Equal(*pending) {
+		ok = true
+	}
+	if previous != nil && d.Equal(*previous) && now.Before(previousExpiresAt) {
+		ok = true
 	}
 	return ok
 }

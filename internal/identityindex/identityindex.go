@@ -27,13 +27,15 @@ const (
 
 // Register adds both indexes to a cache. Call it once per manager.
 func Register(ctx context.Context, indexer client.FieldIndexer) error {
-	if err := indexer.IndexField(ctx, &authv1alpha1.AgentCredential{}, CredentialsByClaim, claimNames); err != nil {
+	if err := indexer.IndexField(ctx, &authv1alpha1.AgentCredential{}, CredentialsByClaim, ClaimNames); err != nil {
 		return err
 	}
-	return indexer.IndexField(ctx, &authv1alpha1.IdentityClaim{}, ClaimsByCredential, usedBy)
+	return indexer.IndexField(ctx, &authv1alpha1.IdentityClaim{}, ClaimsByCredential, UsedBy)
 }
 
-func claimNames(o client.Object) []string {
+// ClaimNames is the CredentialsByClaim index function: the names of the
+// claims of the identities an AgentCredential names.
+func ClaimNames(o client.Object) []string {
 	ids := Identities(o.(*authv1alpha1.AgentCredential))
 	names := make([]string, 0, len(ids))
 	for _, id := range ids {
@@ -42,7 +44,9 @@ func claimNames(o client.Object) []string {
 	return names
 }
 
-func usedBy(o client.Object) []string {
+// UsedBy is the ClaimsByCredential index function: namespace/name of each
+// credential an IdentityClaim records as a user.
+func UsedBy(o client.Object) []string {
 	c := o.(*authv1alpha1.IdentityClaim)
 	keys := make([]string, 0, len(c.Status.Credentials))
 	for _, name := range c.Status.Credentials {

@@ -11,16 +11,20 @@ func TestParseFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.OperatorNamespace() != "agentcred-system" || o.AuthAddress() != ":8082" || o.ProbeAddress() != ":8081" ||
-		!o.enableController || !o.enableWebhook || !o.enableAuthEndpoint || o.webhookPort != 9443 {
+	if o.OperatorNamespace != "agentcred-system" || o.AuthAddr != ":8082" || o.ProbeAddr != ":8081" ||
+		!o.EnableController || !o.EnableWebhook || !o.EnableAuthEndpoint || o.WebhookPort != 9443 ||
+		o.IdentityClaims != "auto" || o.ClaimHold.String() != "720h0m0s" {
 		t.Fatalf("defaults wrong: %+v", o)
 	}
 	t.Setenv("POD_NAMESPACE", "from-env")
-	if o, _ := ParseFlags(nil); o.OperatorNamespace() != "from-env" {
+	if o, _ := ParseFlags(nil); o.OperatorNamespace != "from-env" {
 		t.Fatal("POD_NAMESPACE not used")
 	}
-	if o, _ := ParseFlags([]string{"--operator-namespace=flag"}); o.OperatorNamespace() != "flag" {
+	if o, _ := ParseFlags([]string{"--operator-namespace=flag"}); o.OperatorNamespace != "flag" {
 		t.Fatal("--operator-namespace does not win over POD_NAMESPACE")
+	}
+	if o, _ := ParseFlags([]string{"--identity-claims=preassigned", "--claim-hold=1h"}); o.IdentityClaims != "preassigned" || o.ClaimHold.String() != "1h0m0s" {
+		t.Fatalf("claim flags not parsed: %+v", o)
 	}
 	bad := map[string][]string{
 		"session-ttl":                   {"--session-ttl=25h"},
@@ -30,6 +34,8 @@ func TestParseFlags(t *testing.T) {
 		"nothing to run":                {"--enable-controller=false", "--enable-webhook=false", "--enable-auth-endpoint=false"},
 		"webhook-cert-management":       {"--webhook-cert-management=magic"},
 		"session-key-rotation":          {"--session-key-rotation=1m"},
+		"identity-claims":               {"--identity-claims=first-come"},
+		"claim-hold":                    {"--claim-hold=30s"},
 		"flag provided but not defined": {"--no-such-flag"},
 	}
 	for want, args := range bad {

@@ -1,5 +1,5 @@
 // Package controlplane starts a real kube-apiserver and etcd (envtest) with
-// agentcred's CRDs installed, for integration tests. The binaries come from
+// agentcred's CRDs installed, for integration tests and `make run`. The binaries come from
 // KUBEBUILDER_ASSETS or, when that is unset, from hack/controlplane.sh, which
 // builds them from the Go module proxy on first use.
 package controlplane
@@ -14,12 +14,13 @@ import (
 	"strings"
 
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
+
+	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
+	"github.com/agrenting/agentcred/internal/operator"
 )
 
 // RepoRoot is the root of the agentcred repository.
@@ -43,17 +44,8 @@ func AssetsDir() (string, error) {
 	return strings.TrimSpace(out.String()), nil
 }
 
-// Scheme returns a scheme with the built-in types and agentcred's API.
-func Scheme() *k8sruntime.Scheme {
-	s := k8sruntime.NewScheme()
-	if err := clientgoscheme.AddToScheme(s); err != nil {
-		panic(err)
-	}
-	if err := authv1alpha1.AddToScheme(s); err != nil {
-		panic(err)
-	}
-	return s
-}
+// Scheme returns the operator's scheme: the built-in types and agentcred's API.
+func Scheme() *k8sruntime.Scheme { return operator.Scheme() }
 
 // Env is a running control plane.
 type Env struct {

@@ -17,10 +17,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/events"
 	clocktesting "k8s.io/utils/clock/testing"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
@@ -29,9 +31,10 @@ import (
 	"github.com/agrenting/agentcred/internal/hashsecret"
 	"github.com/agrenting/agentcred/internal/identityindex"
 	"github.com/agrenting/agentcred/test/controlplane"
+	"github.com/agrenting/agentcred/test/harness"
 )
 
-const operatorNamespace = "agentcred-system"
+const operatorNamespace = harness.OperatorNamespace
 
 var (
 	cached    client.Client // the manager's cache-backed client, as the controller uses it
@@ -42,118 +45,81 @@ var (
 	ctx       = context.Background()
 )
 
-func TestMain(m *testing.M) { os.Exit(run(m)) }
-
-func run(m *testing.M) int {
-	env, err := controlplane.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer func() { _ = env.Stop() }()
-	// A manager with a cache and the identity indexes but no controller: the
-	// test drives Reconcile itself so nothing else writes.
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
-		Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
-		Cache: controllers.CacheOptions(),
-	})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	mctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	if err := identityindex.Register(mctx, mgr.GetFieldIndexer()); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	go func() { _ = mgr.Start(mctx) }()
-	if !mgr.GetCache().WaitForCacheSync(mctx) {
-		fmt.Fprintln(os.Stderr, "cache did not sync")
-		return 1
-	}
-	// Informers start on first use; touch both kinds so they sync now.
-	_ = mgr.GetClient().List(mctx, &corev1.SecretList{})
-	_ = mgr.GetClient().List(mctx, &authv1alpha1.AgentCredentialList{})
-	cached, apiReader = mgr.GetClient(), mgr.GetAPIReader()
-	if direct, err = client.New(env.Config, client.Options{Scheme: scheme}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if err := direct.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: operatorNamespace}}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	return m.Run()
+func TestMain(m *testing.M) {
+	os.Exit(harness.Run(harness.RunInput{M: m, Setup: func(ctx context.Context, env *harness.Env) (func() error, error) {
+		// A manager with a cache and the identity indexes but no controller:
+		// the test drives Reconcile itself so nothing else writes.
+		mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+			Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
+			Cache: controllers.CacheOptions(),
+		})
+		if err != nil {
+			return nil, err
+		}
+		if err := identityindex.Register(ctx, mgr.GetFieldIndexer()); err != nil {
+			return nil, err
+		}
+		go func() { _ = mgr.Start(ctx) }()
+		if !mgr.GetCache().WaitForCacheSync(ctx) {
+			return nil, errors.New("cache did not sync")
+		}
+		// Informers start on first use; touch every kind so they sync now.
+		_ = mgr.GetClient().List(ctx, &corev1.SecretList{})
+		_ = mgr.GetClient().List(ctx, &authv1alpha1.AgentCredentialList{})
+		_ = mgr.GetClient().List(ctx, &authv1alpha1.IdentityClaimList{})
+		cached, apiReader, direct = mgr.GetClient(), mgr.GetAPIReader(), env.Client
+		return nil, nil
+	}}))
 }
 
 var errCrash = errors.New("injected crash: the process died before this write")
 
-// crashingClient lets writes through until the failFrom-th, then fails that
-// one and all later ones, like a process that died at that point.
+// crashingClient lets writes through until the failFrom-th (0: never),
+// then fails that one and all later ones, like a process that died at that
+// point. writes counts the writes attempted.
 type crashingClient struct {
 	client.Client
-	failFrom int64 // 0: never fail
-	writes   atomic.Int64
+	writes *atomic.Int64
 }
 
-func (c *crashingClient) write() error {
-	n := c.writes.Add(1)
-	if c.failFrom > 0 && n >= c.failFrom {
-		return errCrash
+func newCrashingClient(failFrom int64) crashingClient {
+	writes := &atomic.Int64{}
+	// guard counts a write and runs it, unless the process has "died".
+	guard := func(write func() error) error {
+		if n := writes.Add(1); failFrom > 0 && n >= failFrom {
+			return errCrash
+		}
+		return write()
 	}
-	return nil
+	c := interceptor.NewClient(watchless{cached}, interceptor.Funcs{
+		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+			return guard(func() error { return c.Create(ctx, obj, opts...) })
+		},
+		Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
+			return guard(func() error { return c.Update(ctx, obj, opts...) })
+		},
+		Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+			return guard(func() error { return c.Patch(ctx, obj, patch, opts...) })
+		},
+		Delete: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
+			return guard(func() error { return c.Delete(ctx, obj, opts...) })
+		},
+		SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
+			return guard(func() error { return c.SubResource(sub).Update(ctx, obj, opts...) })
+		},
+		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+			return guard(func() error { return c.SubResource(sub).Patch(ctx, obj, patch, opts...) })
+		},
+	})
+	return crashingClient{Client: c, writes: writes}
 }
 
-func (c *crashingClient) Create(ctx context.Context, obj client.Object, opts ...client.CreateOption) error {
-	if err := c.write(); err != nil {
-		return err
-	}
-	return c.Client.Create(ctx, obj, opts...)
-}
+// watchless adapts the manager's client to the interface the interceptor
+// wraps; the reconciler never watches through it.
+type watchless struct{ client.Client }
 
-func (c *crashingClient) Update(ctx context.Context, obj client.Object, opts ...client.UpdateOption) error {
-	if err := c.write(); err != nil {
-		return err
-	}
-	return c.Client.Update(ctx, obj, opts...)
-}
-
-func (c *crashingClient) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
-	if err := c.write(); err != nil {
-		return err
-	}
-	return c.Client.Patch(ctx, obj, patch, opts...)
-}
-
-func (c *crashingClient) Delete(ctx context.Context, obj client.Object, opts ...client.DeleteOption) error {
-	if err := c.write(); err != nil {
-		return err
-	}
-	return c.Client.Delete(ctx, obj, opts...)
-}
-
-func (c *crashingClient) Status() client.SubResourceWriter {
-	return &crashingStatus{SubResourceWriter: c.Client.Status(), c: c}
-}
-
-type crashingStatus struct {
-	client.SubResourceWriter
-	c *crashingClient
-}
-
-func (s *crashingStatus) Update(ctx context.Context, obj client.Object, opts ...client.SubResourceUpdateOption) error {
-	if err := s.c.write(); err != nil {
-		return err
-	}
-	return s.SubResourceWriter.Update(ctx, obj, opts...)
-}
-
-func (s *crashingStatus) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
-	if err := s.c.write(); err != nil {
-		return err
-	}
-	return s.SubResourceWriter.Patch(ctx, obj, patch, opts...)
+func (watchless) Watch(context.Context, client.ObjectList, ...client.ListOption) (watch.Interface, error) {
+	return nil, errors.New("not supported")
 }
 
 func reconciler(c client.Client) *controllers.AgentCredentialReconciler {
@@ -170,7 +136,7 @@ func converge(t *testing.T, cred *authv1alpha1.AgentCredential) {
 	t.Helper()
 	req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(cred)}
 	NewWithT(t).Eventually(func() error {
-		c := &crashingClient{Client: cached}
+		c := newCrashingClient(0)
 		if _, err := reconciler(c).Reconcile(ctx, req); err != nil {
 			return err
 		}
@@ -194,7 +160,7 @@ func read(t *testing.T, cred *authv1alpha1.AgentCredential) state {
 	s := &corev1.Secret{}
 	err := direct.Get(ctx, client.ObjectKey{Namespace: cred.Namespace, Name: cred.SecretName()}, s)
 	if err == nil {
-		st.agentKey = string(s.Data[controllers.AgentSecretAPIKey])
+		st.agentKey = string(s.Data[authv1alpha1.AgentSecretAPIKey])
 	} else if !apierrors.IsNotFound(err) {
 		t.Fatal(err)
 	}
@@ -270,14 +236,14 @@ func TestEveryInterruptionOfARotationConverges(t *testing.T) {
 			if err := direct.Get(ctx, client.ObjectKey{Namespace: cred.Namespace, Name: cred.SecretName()}, s); err != nil {
 				t.Fatal(err)
 			}
-			s.Data[controllers.AgentSecretAPIKey] = []byte(corrupted)
+			s.Data[authv1alpha1.AgentSecretAPIKey] = []byte(corrupted)
 			if err := direct.Update(ctx, s); err != nil {
 				t.Fatal(err)
 			}
 			return func(g Gomega) {
 				c := &corev1.Secret{}
 				g.Expect(cached.Get(ctx, client.ObjectKeyFromObject(s), c)).To(Succeed())
-				g.Expect(string(c.Data[controllers.AgentSecretAPIKey])).To(Equal(corrupted))
+				g.Expect(string(c.Data[authv1alpha1.AgentSecretAPIKey])).To(Equal(corrupted))
 			}
 		}},
 	}
@@ -307,7 +273,7 @@ func TestEveryInterruptionOfARotationConverges(t *testing.T) {
 					g.Eventually(seen).WithTimeout(10 * time.Second).Should(Succeed())
 				}
 
-				crashing := &crashingClient{Client: cached, failFrom: failFrom}
+				crashing := newCrashingClient(failFrom)
 				_, err := reconciler(crashing).Reconcile(ctx, req)
 				after := read(t, cred)
 				assertInvariant(t, after, fmt.Sprintf("interrupted at write %d", failFrom))

@@ -166,6 +166,9 @@ func buildPlugin(t *testing.T) string {
 }
 
 func TestNewcomerJourney(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipped under -short: it runs make run's binary on a real control plane")
+	}
 	if _, err := exec.LookPath("kubectl"); err != nil {
 		if os.Getenv("CI") != "" {
 			t.Fatal("kubectl is not installed; .ci/run must install it")

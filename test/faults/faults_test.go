@@ -36,7 +36,7 @@ import (
 	"github.com/agrenting/agentcred/test/harness"
 )
 
-const operatorNamespace = "agentcred-system"
+const operatorNamespace = harness.OperatorNamespace
 
 var (
 	env        *controlplane.Env
@@ -49,41 +49,32 @@ var (
 func TestMain(m *testing.M) { os.Exit(run(m)) }
 
 func run(m *testing.M) int {
-	fail := func(err error) int { fmt.Fprintln(os.Stderr, err); return 1 }
 	dir, err := os.MkdirTemp("", "agentcred-faults-")
 	if err != nil {
-		return fail(err)
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
 	defer os.RemoveAll(dir)
-	binary = filepath.Join(dir, "manager")
-	build := exec.Command("go", "build", "-o", binary, "./cmd/manager")
-	build.Dir = controlplane.RepoRoot()
-	if out, err := build.CombinedOutput(); err != nil {
-		return fail(fmt.Errorf("building the manager: %w\n%s", err, out))
-	}
-	if env, err = controlplane.Start(); err != nil {
-		return fail(err)
-	}
-	defer func() { _ = env.Stop() }()
-	user, err := env.AddUser(envtest.User{Name: "faults-admin", Groups: []string{"system:masters"}}, nil)
-	if err != nil {
-		return fail(err)
-	}
-	raw, err := user.KubeConfig()
-	if err != nil {
-		return fail(err)
-	}
-	kubeconfig = filepath.Join(dir, "kubeconfig")
-	if err := os.WriteFile(kubeconfig, raw, 0o600); err != nil {
-		return fail(err)
-	}
-	if k8s, err = client.New(env.Config, client.Options{Scheme: controlplane.Scheme()}); err != nil {
-		return fail(err)
-	}
-	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: operatorNamespace}}); err != nil {
-		return fail(err)
-	}
-	return m.Run()
+	return harness.Run(harness.RunInput{M: m, Setup: func(_ context.Context, e *harness.Env) (func() error, error) {
+		env, k8s = e.Env, e.Client
+		binary = filepath.Join(dir, "manager")
+		build := exec.Command("go", "build", "-o", binary, "./cmd/manager")
+		build.Dir = controlplane.RepoRoot()
+		if out, err := build.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("building the manager: %w\n%s", err, out)
+		}
+		// The replicas are separate processes: they get a kubeconfig.
+		user, err := env.AddUser(envtest.User{Name: "faults-admin", Groups: []string{"system:masters"}}, nil)
+		if err != nil {
+			return nil, err
+		}
+		raw, err := user.KubeConfig()
+		if err != nil {
+			return nil, err
+		}
+		kubeconfig = filepath.Join(dir, "kubeconfig")
+		return nil, os.WriteFile(kubeconfig, raw, 0o600)
+	}})
 }
 
 // replica is one manager process.

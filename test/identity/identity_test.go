@@ -16,20 +16,16 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/clock"
-	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
 	"github.com/agrenting/agentcred/internal/hashsecret"
+	"github.com/agrenting/agentcred/internal/operator"
 	"github.com/agrenting/agentcred/internal/tenancy"
-	"github.com/agrenting/agentcred/test/controlplane"
 	"github.com/agrenting/agentcred/test/harness"
 )
 
-const operatorNamespace = "agentcred-system"
+const operatorNamespace = harness.OperatorNamespace
 
 var (
 	k8s    client.Client
@@ -37,51 +33,25 @@ var (
 	ctx    = context.Background()
 )
 
-func TestMain(m *testing.M) { os.Exit(run(m)) }
-
-func run(m *testing.M) int {
-	env, err := controlplane.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer func() { _ = env.Stop() }()
-	config = env.Config
-	k8s, err = client.New(env.Config, client.Options{Scheme: controlplane.Scheme()})
-	if err == nil {
-		err = k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: operatorNamespace}})
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	return m.Run()
+func TestMain(m *testing.M) {
+	os.Exit(harness.Run(harness.RunInput{M: m, Setup: func(_ context.Context, env *harness.Env) (func() error, error) {
+		k8s, config = env.Client, env.Config
+		return nil, nil
+	}}))
 }
 
 // startOperator runs the controller with mode until the returned stop is
 // called (or the test ends).
 func startOperator(t *testing.T, mode tenancy.Mode) (stop func()) {
 	t.Helper()
-	mctx, cancel := context.WithCancel(ctx)
-	mgr, _, err := harness.NewControllerManager(mctx, config, harness.ControllerOptions{
-		Clock: clock.RealClock{}, OperatorNamespace: operatorNamespace, MaxConcurrentReconciles: 2, IdentityClaims: mode,
-		// One operator after another in this process: the controller names repeat.
-		Manager: ctrl.Options{Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)}},
-	})
+	o := harness.OperatorOptions()
+	o.IdentityClaims = mode
+	_, stopOp, err := harness.StartOperator(ctx, config, o, operator.Deps{})
 	if err != nil {
-		cancel()
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(mctx) }()
-	stopped := false
 	stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		if err := <-done; err != nil {
+		if err := stopOp(); err != nil {
 			t.Errorf("manager: %v", err)
 		}
 	}

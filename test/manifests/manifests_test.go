@@ -6,7 +6,6 @@ package manifests
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -25,9 +24,10 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/agrenting/agentcred/test/controlplane"
+	"github.com/agrenting/agentcred/test/harness"
 )
 
-const operatorNamespace = "agentcred-system"
+const operatorNamespace = harness.OperatorNamespace
 
 var (
 	k8s       client.Client
@@ -35,26 +35,17 @@ var (
 	ctx       = context.Background()
 )
 
-func TestMain(m *testing.M) { os.Exit(run(m)) }
-
-func run(m *testing.M) int {
-	env, err := controlplane.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer func() { _ = env.Stop() }()
-	apiConfig = env.Config
-	scheme := controlplane.Scheme()
-	if err := apiextensionsv1.AddToScheme(scheme); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if k8s, err = client.New(env.Config, client.Options{Scheme: scheme}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	return m.Run()
+func TestMain(m *testing.M) {
+	os.Exit(harness.Run(harness.RunInput{M: m, ShortTests: "^TestDefaultInstallShape$", Setup: func(_ context.Context, env *harness.Env) (func() error, error) {
+		apiConfig = env.Config
+		scheme := controlplane.Scheme()
+		if err := apiextensionsv1.AddToScheme(scheme); err != nil {
+			return nil, err
+		}
+		var err error
+		k8s, err = client.New(env.Config, client.Options{Scheme: scheme})
+		return nil, err
+	}}))
 }
 
 // render builds a kustomization under config/ the way `kustomize build` does.

@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
+	"github.com/agrenting/agentcred/internal/operator"
 	"github.com/agrenting/agentcred/test/harness"
 )
 
@@ -92,16 +93,12 @@ func TestManagerServiceAccountHasWhatItNeedsAndNoMore(t *testing.T) {
 
 	// The proof that it suffices: run the controller as that ServiceAccount.
 	cfg := impersonating(managerSA)
-	mctx, cancel := context.WithCancel(ctx)
-	mgr, _, err := harness.NewControllerManager(mctx, cfg, harness.ControllerOptions{
-		Clock: clocktesting.NewFakeClock(time.Now()), OperatorNamespace: operatorNamespace, MaxConcurrentReconciles: 1,
-	})
+	o := harness.OperatorOptions()
+	o.OperatorNamespace, o.MaxConcurrentReconciles = operatorNamespace, 1
+	_, stop, err := harness.StartOperator(ctx, cfg, o, operator.Deps{Clock: clocktesting.NewFakeClock(time.Now())})
 	g.Expect(err).NotTo(HaveOccurred())
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(mctx) }()
 	defer func() {
-		cancel()
-		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+		if err := stop(); err != nil && !errors.Is(err, context.Canceled) {
 			t.Errorf("manager: %v", err)
 		}
 	}()

@@ -37,17 +37,17 @@ import (
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
+
+	"github.com/go-logr/logr"
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
-	"github.com/agrenting/agentcred/internal/authserver"
+	"github.com/agrenting/agentcred/internal/operator"
 	"github.com/agrenting/agentcred/internal/tenancy"
 	"github.com/agrenting/agentcred/test/controlplane"
 	"github.com/agrenting/agentcred/test/harness"
-	"github.com/go-logr/logr"
 )
 
-const operatorNamespace = "agentcred-system"
+const operatorNamespace = harness.OperatorNamespace
 
 var (
 	env     *controlplane.Env
@@ -66,22 +66,15 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	fail := func(err error) int { fmt.Fprintln(os.Stderr, err); return 1 }
 	ctrl.SetLogger(logr.Discard())
-	var err error
-	if env, err = controlplane.Start(); err != nil {
-		return fail(err)
-	}
-	defer func() { _ = env.Stop() }()
-	cfg := rest.CopyConfig(env.Config)
-	cfg.QPS, cfg.Burst = 1000, 2000 // the ceiling and the controller get the same client limits
-	if k8s, err = client.New(cfg, client.Options{Scheme: controlplane.Scheme()}); err != nil {
-		return fail(err)
-	}
-	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: operatorNamespace}}); err != nil {
-		return fail(err)
-	}
-	return m.Run()
+	return harness.Run(harness.RunInput{M: m, Setup: func(_ context.Context, e *harness.Env) (func() error, error) {
+		env = e.Env
+		cfg := rest.CopyConfig(env.Config)
+		cfg.QPS, cfg.Burst = 1000, 2000 // the ceiling and the controller get the same client limits
+		var err error
+		k8s, err = client.New(cfg, client.Options{Scheme: controlplane.Scheme()})
+		return nil, err
+	}})
 }
 
 // startOperator runs the controller and the auth endpoint in-process with
@@ -96,46 +89,31 @@ func startOperatorWithCache(b *testing.B, concurrency int) (func(), client.Clien
 	return startOperatorWithClock(b, concurrency, clock.RealClock{})
 }
 
-// startOperatorWithClock runs the operator with the given clock.
-func startOperatorWithClock(b *testing.B, concurrency int, clk clock.PassiveClock) (func(), client.Client) {
+// startOperatorWithClock runs the operator (controller and auth endpoint,
+// assembled by operator.New as the binary is) with the given clock.
+func startOperatorWithClock(b *testing.B, concurrency int, clk clock.Clock) (func(), client.Client) {
 	b.Helper()
 	cfg := rest.CopyConfig(env.Config)
 	cfg.QPS, cfg.Burst = 1000, 2000
 	operatorRequests.reset()
 	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return &countingTransport{next: rt} })
-	mctx, cancel := context.WithCancel(ctx)
-	mgr, _, err := harness.NewControllerManager(mctx, cfg, harness.ControllerOptions{
-		Clock: clk, OperatorNamespace: operatorNamespace, MaxConcurrentReconciles: concurrency,
-		Manager: ctrl.Options{
-			Logger: logr.Discard(),
-			// Each benchmark starts its own manager in this process.
-			Controller: config.Controller{SkipNameValidation: ptr.To(true)},
-		},
-	})
-	if err != nil {
-		cancel()
-		b.Fatal(err)
-	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
 	authURL = "http://" + ln.Addr().String()
-	cs, err := kubernetes.NewForConfig(cfg)
+	o := harness.OperatorOptions()
+	o.EnableAuthEndpoint, o.FailureRate, o.MaxConcurrentReconciles = true, 0, concurrency
+	op, stop, err := harness.StartOperator(ctx, cfg, o, operator.Deps{Clock: clk, AuthListener: ln,
+		ManagerOptions: func(mo *ctrl.Options) { mo.Logger = logr.Discard() }})
 	if err != nil {
 		b.Fatal(err)
 	}
-	if _, err := authserver.AddToManager(mgr, cs, operatorNamespace, authserver.Options{Listener: ln, FailureRate: 0, Log: logr.Discard()}); err != nil {
-		b.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(mctx) }()
 	return func() {
-		cancel()
-		if err := <-done; err != nil {
+		if err := stop(); err != nil {
 			b.Errorf("manager: %v", err)
 		}
-	}, mgr.GetClient()
+	}, op.GetClient()
 }
 
 // operatorRequests counts the API requests the operator makes, by method and resource.
@@ -322,22 +300,17 @@ func mirror(b *testing.B, n int) time.Duration {
 	})
 }
 
-// createClaim creates and records the use of the IdentityClaim of c's agent,
-// as the operator does on a credential's first reconcile: a Create and a
-// status update.
+// createClaim creates the IdentityClaim of c's agent with c recorded as its
+// user, as the operator does on a credential's first reconcile: one Create.
 func createClaim(ns string, c *authv1alpha1.AgentCredential) error {
 	id := tenancy.Agent(c.Spec.AgentID)
 	claim := &authv1alpha1.IdentityClaim{
 		ObjectMeta: metav1.ObjectMeta{Name: tenancy.ClaimName(id), Labels: map[string]string{
 			authv1alpha1.ManagedByLabel: authv1alpha1.ManagedByValue, authv1alpha1.CredentialLabel: c.Name, authv1alpha1.CredentialNamespaceLabel: ns}},
-		Spec: authv1alpha1.IdentityClaimSpec{Kind: id.Kind, Value: id.Value, Namespace: ns},
+		Spec:   authv1alpha1.IdentityClaimSpec{Kind: id.Kind, Value: id.Value, Namespace: ns},
+		Status: authv1alpha1.IdentityClaimStatus{Credentials: []string{c.Name}, LastUsedTime: ptr.To(metav1.Now())},
 	}
-	if err := k8s.Create(ctx, claim); err != nil {
-		return err
-	}
-	now := metav1.Now()
-	claim.Status = authv1alpha1.IdentityClaimStatus{Credentials: []string{c.Name}, LastUsedTime: &now}
-	return k8s.Status().Update(ctx, claim)
+	return k8s.Create(ctx, claim)
 }
 
 // createSecretPair creates an agent Secret and a hash Secret of the size

@@ -25,18 +25,17 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	clocktesting "k8s.io/utils/clock/testing"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
-	"github.com/agrenting/agentcred/internal/authserver"
+	"github.com/agrenting/agentcred/internal/operator"
 	"github.com/agrenting/agentcred/test/controlplane"
 	"github.com/agrenting/agentcred/test/harness"
 )
 
-const operatorNamespace = "agentcred-system"
+const operatorNamespace = harness.OperatorNamespace
 
 func duration() time.Duration {
 	if d, err := time.ParseDuration(os.Getenv("AGENTCRED_SOAK_DURATION")); err == nil && d > 0 {
@@ -78,23 +77,16 @@ func TestSoakUnderRotation(t *testing.T) {
 	// One fake clock for the controller and the endpoint: scheduled rotations
 	// happen when the test moves it, and grace periods end only then.
 	clk := clocktesting.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	mgr, _, err := harness.NewControllerManager(ctx, env.Config, harness.ControllerOptions{
-		Clock: clk, OperatorNamespace: operatorNamespace, MaxConcurrentReconciles: 4, Manager: ctrl.Options{Logger: logr.Discard()},
-	})
-	g.Expect(err).NotTo(HaveOccurred())
+	ctx := context.Background()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	g.Expect(err).NotTo(HaveOccurred())
-	cs, err := kubernetes.NewForConfig(env.Config)
+	o := harness.OperatorOptions()
+	o.EnableAuthEndpoint, o.FailureRate, o.MaxConcurrentReconciles = true, 0, 4
+	_, stop, err := harness.StartOperator(ctx, env.Config, o, operator.Deps{Clock: clk, AuthListener: ln,
+		ManagerOptions: func(mo *ctrl.Options) { mo.Logger = logr.Discard() }})
 	g.Expect(err).NotTo(HaveOccurred())
-	_, err = authserver.AddToManager(mgr, cs, operatorNamespace, authserver.Options{Listener: ln, FailureRate: 0, Clock: clk, Log: logr.Discard()})
-	g.Expect(err).NotTo(HaveOccurred())
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
 	defer func() {
-		cancel()
-		if err := <-done; err != nil {
+		if err := stop(); err != nil {
 			t.Errorf("manager: %v", err)
 		}
 	}()

@@ -7,23 +7,6 @@ import (
 	"time"
 )
 
-// ReadyCondition is the kstatus-style summary condition.
-const ReadyCondition = "Ready"
-
-// Reasons of the Ready condition.
-const (
-	ReasonIssued          = "KeyIssued"
-	ReasonAgentIDConflict = "AgentIDConflict"
-	// ReasonUserConflict: spec.user is claimed by another namespace.
-	ReasonUserConflict = "UserConflict"
-	// ReasonIdentityNotAssigned: with --identity-claims=preassigned, no
-	// IdentityClaim assigns an identity the credential names to its namespace.
-	ReasonIdentityNotAssigned = "IdentityNotAssigned"
-	ReasonSecretConflict      = "SecretConflict"
-	ReasonReconcileFailed     = "ReconcileFailed"
-	ReasonDeleting            = "Deleting"
-)
-
 // CredentialType returns the type, defaulting to APIKey as the schema does.
 func (c *AgentCredential) CredentialType() CredentialType {
 	if c.Spec.Type == "" {

@@ -1,0 +1,155 @@
+package webhook_test
+
+import (
+	"context"
+	"testing"
+
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
+	"github.com/agrenting/agentcred/internal/identityindex"
+	"github.com/agrenting/agentcred/internal/operator"
+	"github.com/agrenting/agentcred/internal/tenancy"
+	"github.com/agrenting/agentcred/webhook"
+)
+
+// The fast tier: every branch of the Validator over a fake client with the
+// same indexes as the manager's cache (no control plane; `go test -short`).
+// The envtest suite in this package proves the same through a real API
+// server over TLS.
+
+const (
+	agentX = "aaaaaaaa-0000-4000-8000-000000000001"
+	agentY = "aaaaaaaa-0000-4000-8000-000000000002"
+)
+
+func fakeClaim(id tenancy.Identity, namespace string) *authv1alpha1.IdentityClaim {
+	return &authv1alpha1.IdentityClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: tenancy.ClaimName(id)},
+		Spec:       authv1alpha1.IdentityClaimSpec{Kind: id.Kind, Value: id.Value, Namespace: namespace},
+	}
+}
+
+func fakeValidator(mode tenancy.Mode, objs ...client.Object) *webhook.Validator {
+	c := fake.NewClientBuilder().WithScheme(operator.Scheme()).WithObjects(objs...).
+		WithIndex(&authv1alpha1.AgentCredential{}, identityindex.CredentialsByClaim, identityindex.ClaimNames).
+		WithIndex(&authv1alpha1.IdentityClaim{}, identityindex.ClaimsByCredential, identityindex.UsedBy).
+		Build()
+	return &webhook.Validator{Credentials: c, Secrets: c, IdentityClaims: mode}
+}
+
+func TestValidatorCreateTable(t *testing.T) {
+	mine := func(name string, mutate ...func(*authv1alpha1.AgentCredential)) *authv1alpha1.AgentCredential {
+		return apiKey("team-a", name, agentX, mutate...)
+	}
+	token := func(user string, agents ...string) *authv1alpha1.AgentCredential {
+		return &authv1alpha1.AgentCredential{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "token"},
+			Spec:       authv1alpha1.AgentCredentialSpec{Type: authv1alpha1.UserTokenType, User: user, Agents: agents},
+		}
+	}
+	otherCred := apiKey("team-a", "other", agentY, func(c *authv1alpha1.AgentCredential) { c.Spec.SecretName = "shared" })
+	tests := []struct {
+		name     string
+		mode     tenancy.Mode
+		existing []client.Object
+		cred     *authv1alpha1.AgentCredential
+		want     []string // substrings of the error; none = admitted
+		notWant  []string
+	}{
+		{name: "unclaimed agent, first use", cred: mine("a")},
+		{name: "agent claimed here", existing: []client.Object{fakeClaim(tenancy.Agent(agentX), "team-a")}, cred: mine("a")},
+		{name: "agent claimed elsewhere", existing: []client.Object{fakeClaim(tenancy.Agent(agentX), "team-b")}, cred: mine("a"),
+			want: []string{"spec.agentID: Forbidden: agent ID " + agentX + " is claimed by another namespace"}, notWant: []string{"team-b"}},
+		{name: "agent of a user token claimed elsewhere", existing: []client.Object{fakeClaim(tenancy.Agent(agentY), "team-b")},
+			cred: token("alice", agentX, agentY), want: []string{"spec.agents[1]: Forbidden"}, notWant: []string{"team-b"}},
+		{name: "user claimed elsewhere, other spelling", existing: []client.Object{fakeClaim(tenancy.User("alice@example.com"), "team-b")},
+			cred: token("ALICE@example.com", agentX), want: []string{`spec.user: Forbidden: user "ALICE@example.com" is claimed by another namespace`}, notWant: []string{"team-b"}},
+		{name: "misnamed admin claim grants nothing", existing: []client.Object{&authv1alpha1.IdentityClaim{
+			ObjectMeta: metav1.ObjectMeta{Name: tenancy.ClaimName(tenancy.User("alice"))},
+			Spec:       authv1alpha1.IdentityClaimSpec{Kind: authv1alpha1.UserIdentity, Value: "bob", Namespace: "team-a"}}},
+			cred: token("alice", agentX), want: []string{"spec.user: Forbidden"}},
+		{name: "preassigned, unassigned", mode: tenancy.Preassigned, cred: mine("a"),
+			want: []string{"spec.agentID: Forbidden: agent ID " + agentX + " is not assigned to this namespace: a cluster admin must create IdentityClaim agent-" + agentX}},
+		{name: "preassigned, assigned", mode: tenancy.Preassigned, existing: []client.Object{fakeClaim(tenancy.Agent(agentX), "team-a")}, cred: mine("a")},
+		{name: "foreign Secret in the way", existing: []client.Object{&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "a"}}},
+			cred: mine("a"), want: []string{`spec.secretName: Forbidden: Secret "a" already exists and is not managed by agentcred`}},
+		{name: "another credential's Secret", existing: []client.Object{otherCred},
+			cred: mine("a", func(c *authv1alpha1.AgentCredential) { c.Spec.SecretName = "shared" }),
+			want: []string{`AgentCredential "other" already issues its key into Secret "shared"`}},
+		{name: "Secret controlled by another credential", existing: []client.Object{&corev1.Secret{ObjectMeta: metav1.ObjectMeta{
+			Namespace: "team-a", Name: "issued", OwnerReferences: []metav1.OwnerReference{{APIVersion: authv1alpha1.GroupVersion.String(),
+				Kind: "AgentCredential", Name: "first", UID: "u1", Controller: ptr.To(true)}}}}},
+			cred: mine("a", func(c *authv1alpha1.AgentCredential) { c.Spec.SecretName = "issued" }),
+			want: []string{`Secret "issued" belongs to AgentCredential "first"`}},
+		{name: "two problems, two field errors", existing: []client.Object{fakeClaim(tenancy.Agent(agentX), "team-b"),
+			&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "a"}}},
+			cred: mine("a"), want: []string{"spec.secretName: Forbidden", "spec.agentID: Forbidden"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := NewWithT(t)
+			mode := tt.mode
+			if mode == "" {
+				mode = tenancy.FirstUse
+			}
+			_, err := fakeValidator(mode, tt.existing...).ValidateCreate(context.Background(), tt.cred)
+			if len(tt.want) == 0 {
+				g.Expect(err).NotTo(HaveOccurred())
+				return
+			}
+			g.Expect(err).To(HaveOccurred())
+			for _, w := range tt.want {
+				g.Expect(err.Error()).To(ContainSubstring(w))
+			}
+			for _, w := range tt.notWant {
+				g.Expect(err.Error()).NotTo(ContainSubstring(w))
+			}
+		})
+	}
+}
+
+func TestValidatorUpdateChecksOnlyAddedIdentities(t *testing.T) {
+	g := NewWithT(t)
+	v := fakeValidator(tenancy.FirstUse, fakeClaim(tenancy.Agent(agentY), "team-b"), fakeClaim(tenancy.User("eve"), "team-b"))
+	old := &authv1alpha1.AgentCredential{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "token"},
+		Spec:       authv1alpha1.AgentCredentialSpec{Type: authv1alpha1.UserTokenType, User: "eve", Agents: []string{agentX}},
+	}
+	// The user was claimed elsewhere already (webhook bypassed): an
+	// annotation change or a deletion must still pass.
+	annotated := old.DeepCopy()
+	annotated.Annotations = map[string]string{authv1alpha1.RotateAnnotation: "1"}
+	_, err := v.ValidateUpdate(context.Background(), old, annotated)
+	g.Expect(err).NotTo(HaveOccurred())
+	// Adding an agent claimed elsewhere is refused, with its index.
+	added := old.DeepCopy()
+	added.Spec.Agents = []string{agentX, agentY}
+	_, err = v.ValidateUpdate(context.Background(), old, added)
+	g.Expect(err).To(MatchError(ContainSubstring("spec.agents[1]: Forbidden")))
+	g.Expect(err.Error()).NotTo(ContainSubstring("spec.user"))
+	// Adding it while being deleted passes.
+	deleting := added.DeepCopy()
+	deleting.DeletionTimestamp = ptr.To(metav1.Now())
+	_, err = v.ValidateUpdate(context.Background(), old, deleting)
+	g.Expect(err).NotTo(HaveOccurred())
+	// Deletes always pass.
+	_, err = v.ValidateDelete(context.Background(), added)
+	g.Expect(err).NotTo(HaveOccurred())
+}
+
+func TestValidatorWarnings(t *testing.T) {
+	g := NewWithT(t)
+	cred := apiKey("team-a", "yearly", agentX, func(c *authv1alpha1.AgentCredential) {
+		c.Spec.Rotation.Period = &metav1.Duration{Duration: authv1alpha1.MaxRotationPeriod}
+		c.Spec.Rotation.GracePeriod = &metav1.Duration{}
+	})
+	w, err := fakeValidator(tenancy.FirstUse).ValidateCreate(context.Background(), cred)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(w).To(ConsistOf(ContainSubstring("spec.rotation.period"), ContainSubstring("spec.rotation.gracePeriod: 0s")))
+}

@@ -17,6 +17,7 @@ import (
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
 	"github.com/agrenting/agentcred/internal/hashsecret"
+	"github.com/agrenting/agentcred/test/harness"
 )
 
 const (
@@ -26,14 +27,7 @@ const (
 
 var ctx = context.Background()
 
-func newNamespace(t *testing.T) string {
-	t.Helper()
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "test-"}}
-	if err := k8s.Create(ctx, ns); err != nil {
-		t.Fatal(err)
-	}
-	return ns.Name
-}
+func newNamespace(t *testing.T) string { return harness.NewNamespace(t, k8s, "test") }
 
 var uuidCounter atomic.Int64
 
@@ -78,17 +72,7 @@ func waitReady(t *testing.T, cred *authv1alpha1.AgentCredential) *authv1alpha1.A
 
 func waitCondition(t *testing.T, cred *authv1alpha1.AgentCredential, status metav1.ConditionStatus, reason string) *authv1alpha1.AgentCredential {
 	t.Helper()
-	out := &authv1alpha1.AgentCredential{}
-	NewWithT(t).Eventually(func(g Gomega) {
-		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(cred), out)).To(Succeed())
-		c := meta.FindStatusCondition(out.Status.Conditions, authv1alpha1.ReadyCondition)
-		g.Expect(c).NotTo(BeNil())
-		g.Expect(c.Status).To(Equal(status), c.Message)
-		g.Expect(c.Reason).To(Equal(reason), c.Message)
-		g.Expect(c.ObservedGeneration).To(Equal(out.Generation))
-		g.Expect(out.Status.ObservedGeneration).To(Equal(out.Generation))
-	}).WithTimeout(timeout).WithPolling(interval).Should(Succeed())
-	return out
+	return harness.WaitReady(t, k8s, cred, status, reason, timeout)
 }
 
 // waitKeyChange waits until the status reports a key other than oldKeyID.

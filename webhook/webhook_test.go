@@ -108,14 +108,7 @@ var counter atomic.Int64
 
 func newAgentID() string { return fmt.Sprintf("cccccccc-2222-4000-8000-%012d", counter.Add(1)) }
 
-func newNamespace(t *testing.T) string {
-	t.Helper()
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "wh-"}}
-	if err := k8s.Create(ctx, ns); err != nil {
-		t.Fatal(err)
-	}
-	return ns.Name
-}
+func newNamespace(t *testing.T) string { return harness.NewNamespace(t, k8s, "wh") }
 
 // seenByWebhook waits until the webhook's cache holds obj: the webhook
 // judges claims from its informer, like the controller.

@@ -42,6 +42,9 @@ type Options struct {
 	SessionTTL time.Duration
 	// TrustedProxies may set X-Forwarded-For.
 	TrustedProxies []netip.Prefix
+	// TokenReviewAudiences are the audiences TokenReviews are vouched for
+	// (besides the caller's implicit one, when a review names none).
+	TokenReviewAudiences []string
 	// FailureRate and FailureBurst configure throttling of failed attempts.
 	FailureRate  float64
 	FailureBurst int
@@ -200,9 +203,9 @@ func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) outcome {
 	h[HeaderMethod] = all[1:2:2]
 	h[HeaderKeyID] = all[2:3:3]
 	h[HeaderCredential] = all[3:4:4]
-	if id.User != "" {
-		h[HeaderUser] = all[4:5:5]
-	}
+	// Present even when empty: proxies that copy the auth response's
+	// headers upstream then overwrite a client-sent X-Auth-User.
+	h[HeaderUser] = all[4:5:5]
 	w.WriteHeader(http.StatusOK)
 	return outcome{id.Method, http.StatusOK}
 }

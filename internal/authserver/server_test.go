@@ -110,6 +110,13 @@ func TestVerifyEndpoint(t *testing.T) {
 					resp.Header.Get("X-Auth-Credential") != "team-a/billing" || len(resp.Header.Get("X-Auth-Key-ID")) != 12 {
 					t.Fatalf("identity headers wrong: %v", resp.Header)
 				}
+				// Every identity header is present, empty when it has no
+				// value, so proxies that copy them overwrite client-sent ones.
+				for _, h := range []string{HeaderAgentID, HeaderMethod, HeaderKeyID, HeaderCredential, HeaderUser} {
+					if _, ok := resp.Header[h]; !ok {
+						t.Fatalf("a 200 without %s: %v", h, resp.Header)
+					}
+				}
 				return
 			}
 			if got := errorCode(t, body); got != tt.code {
@@ -274,10 +281,10 @@ func TestAuthenticateWithoutSigningKeys(t *testing.T) {
 }
 
 func TestTokenReview(t *testing.T) {
-	ts := startServer(t)
-	review := func(token string) authnv1.TokenReview {
+	ts := startServer(t, func(o *Options) { o.TokenReviewAudiences = []string{"api", "other"} })
+	reviewFor := func(token string, audiences ...string) authnv1.TokenReview {
 		body, _ := json.Marshal(authnv1.TokenReview{
-			TypeMeta: metaTypeTokenReview(), Spec: authnv1.TokenReviewSpec{Token: token, Audiences: []string{"api"}},
+			TypeMeta: metaTypeTokenReview(), Spec: authnv1.TokenReviewSpec{Token: token, Audiences: audiences},
 		})
 		resp, out := ts.do(t, "POST", "/tokenreview", hdr("Content-Type", "application/json"), string(body))
 		if resp.StatusCode != 200 {
@@ -289,6 +296,7 @@ func TestTokenReview(t *testing.T) {
 		}
 		return r
 	}
+	review := func(token string) authnv1.TokenReview { return reviewFor(token, "api") }
 	r := review(ts.apiKey)
 	if !r.Status.Authenticated || r.Status.User.Username != "agentcred:agent:"+agentA || r.Status.User.UID != agentA ||
 		r.Status.User.Groups[1] != "agentcred:namespace:team-a" || r.Status.Audiences[0] != "api" {
@@ -301,6 +309,23 @@ func TestTokenReview(t *testing.T) {
 	r = review("ak_nope")
 	if r.Status.Authenticated || r.Status.Error == "" {
 		t.Fatalf("bad token review: %+v", r.Status)
+	}
+	// Audiences: only the configured ones are vouched for; none asked is
+	// the caller's own audience.
+	if r = reviewFor(ts.apiKey, "vault"); r.Status.Authenticated || r.Status.User.Username != "" || !strings.Contains(r.Status.Error, "--tokenreview-audiences") {
+		t.Fatalf("a review for another audience was vouched for: %+v", r.Status)
+	}
+	if r = reviewFor(ts.apiKey, "vault", "other"); !r.Status.Authenticated || len(r.Status.Audiences) != 1 || r.Status.Audiences[0] != "other" {
+		t.Fatalf("mixed audiences: %+v", r.Status)
+	}
+	if r = reviewFor(ts.apiKey); !r.Status.Authenticated || len(r.Status.Audiences) != 0 {
+		t.Fatalf("no audiences asked: %+v", r.Status)
+	}
+	none := startServer(t)
+	none.verifier = ts.verifier
+	raw, _ := json.Marshal(authnv1.TokenReview{TypeMeta: metaTypeTokenReview(), Spec: authnv1.TokenReviewSpec{Token: ts.apiKey, Audiences: []string{"api"}}})
+	if _, out := none.do(t, "POST", "/tokenreview", hdr(), string(raw)); strings.Contains(out, `"authenticated":true`) {
+		t.Fatalf("with no --tokenreview-audiences a review for an audience was vouched for: %s", out)
 	}
 	resp, body := ts.do(t, "POST", "/tokenreview", hdr(), "{not json")
 	if resp.StatusCode != 400 || errorCode(t, body) != "invalid_request" {

@@ -1,6 +1,7 @@
 package authserver
 
 import (
+	"slices"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -52,13 +53,37 @@ func (s *Server) handleTokenReview(w http.ResponseWriter, r *http.Request) outco
 		out.Status.Error = verr.Message
 	} else {
 		method = id.Method
-		out.Status.Authenticated = true
-		out.Status.User = userInfo(id)
-		out.Status.Audiences = review.Spec.Audiences
+		auds, ok := vouchedAudiences(review.Spec.Audiences, s.opts.TokenReviewAudiences)
+		if ok {
+			out.Status.Authenticated = true
+			out.Status.User = userInfo(id)
+			out.Status.Audiences = auds
+		} else {
+			method = MethodNone
+			out.Status.Error = "agentcred vouches only for the audiences in --tokenreview-audiences"
+		}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(out)
 	return outcome{method, http.StatusOK}
+}
+
+// vouchedAudiences decides which of the audiences a review asks for
+// agentcred vouches for: none asked means the caller's own (kube-apiserver's
+// implicit audience), answered with no audiences; otherwise only those also
+// in allowed, and a review none of whose audiences is allowed is not
+// authenticated — a key is not a token for every service that asks.
+func vouchedAudiences(asked, allowed []string) ([]string, bool) {
+	if len(asked) == 0 {
+		return nil, true
+	}
+	var out []string
+	for _, a := range asked {
+		if slices.Contains(allowed, a) {
+			out = append(out, a)
+		}
+	}
+	return out, len(out) > 0
 }
 
 func userInfo(id Identity) authnv1.UserInfo {

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 
 	"github.com/open-policy-agent/cert-controller/pkg/rotator"
 	"github.com/prometheus/client_golang/prometheus"
@@ -228,7 +229,7 @@ func setupAuthEndpoint(mgr manager.Manager, o *Options, deps Deps) (*authserver.
 	}
 	index, err := authserver.AddToManager(mgr, clientset, o.OperatorNamespace, authserver.Options{
 		Addr: o.AuthAddr, Listener: deps.AuthListener, TLSCertFile: o.AuthTLSCertFile, TLSKeyFile: o.AuthTLSKeyFile,
-		SessionTTL: o.SessionTTL, TrustedProxies: proxies,
+		SessionTTL: o.SessionTTL, TrustedProxies: proxies, TokenReviewAudiences: splitList(o.TokenReviewAudiences),
 		FailureRate: o.FailureRate, FailureBurst: o.FailureBurst,
 		Clock: deps.Clock, Log: ctrl.Log.WithName("auth"), Registerer: deps.Registerer,
 	})
@@ -241,6 +242,17 @@ func setupAuthEndpoint(mgr manager.Manager, o *Options, deps Deps) (*authserver.
 		}
 		return nil
 	})
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 func setupProbes(mgr manager.Manager) error {

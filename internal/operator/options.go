@@ -62,6 +62,9 @@ type Options struct {
 	SessionKeyRotation time.Duration
 	// TrustedProxies are comma-separated CIDRs.
 	TrustedProxies string
+	// TokenReviewAudiences are comma-separated audiences TokenReviews may
+	// ask for; none by default.
+	TokenReviewAudiences string
 	FailureRate    float64
 	FailureBurst   int
 
@@ -120,6 +123,8 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.AuthTLSKeyFile, "auth-tls-key-file", o.AuthTLSKeyFile, "Private key for --auth-tls-cert-file.")
 	fs.DurationVar(&o.SessionTTL, "session-ttl", o.SessionTTL, "Lifetime of session tokens (at most 24h); spec.sessionTTL caps it per credential.")
 	fs.DurationVar(&o.SessionKeyRotation, "session-key-rotation", o.SessionKeyRotation, "How often a new session signing key takes over.")
+	fs.StringVar(&o.TokenReviewAudiences, "tokenreview-audiences", o.TokenReviewAudiences,
+		"Comma-separated audiences a TokenReview may ask agentcred to vouch for; a review naming only other audiences is unauthenticated. One naming none is for the caller's own (kube-apiserver's implicit) audience.")
 	fs.StringVar(&o.TrustedProxies, "trusted-proxies", o.TrustedProxies, "Comma-separated CIDRs whose X-Forwarded-For is believed when throttling failed attempts.")
 	fs.Float64Var(&o.FailureRate, "auth-failure-rate", o.FailureRate, "Failed attempts per second a client address may make once its burst is spent; 0 disables throttling.")
 	fs.IntVar(&o.FailureBurst, "auth-failure-burst", o.FailureBurst, "Failed attempts a client address may make at once.")

@@ -145,3 +145,33 @@ func TestSamplesNamedInTheJourneyExist(t *testing.T) {
 		}
 	}
 }
+
+// TestNginxSnippetIsTheTestedConfig: the nginx snippet in the README and
+// docs/auth-endpoint.md is the location blocks of the config that
+// test/integration runs through the real nginx, word for word.
+func TestNginxSnippetIsTheTestedConfig(t *testing.T) {
+	lines := strings.Split(read(t, "test/integration/testdata/nginx.conf.tmpl"), "\n")
+	start, end := -1, -1
+	for i, l := range lines {
+		if strings.Contains(l, "location = /_agentcred_verify") && start < 0 {
+			start = i
+		}
+		if l == "    }" {
+			end = i
+		}
+	}
+	if start < 0 || end < start {
+		t.Fatal("the tested nginx config has no location blocks")
+	}
+	var block []string
+	for _, l := range lines[start : end+1] {
+		block = append(block, strings.TrimPrefix(l, "    "))
+	}
+	want := strings.NewReplacer("{{auth}}", "agentcred-auth.agentcred-system.svc:8082", "{{upstream}}", "backend").
+		Replace("```nginx\n" + strings.Join(block, "\n") + "\n```")
+	for _, doc := range []string{"README.md", "docs/auth-endpoint.md"} {
+		if !strings.Contains(read(t, doc), want) {
+			t.Errorf("%s: the nginx snippet differs from test/integration/testdata/nginx.conf.tmpl; copy its location blocks", doc)
+		}
+	}
+}

@@ -59,14 +59,7 @@ func startOperator(t *testing.T, mode tenancy.Mode) (stop func()) {
 	return stop
 }
 
-func newNamespace(t *testing.T) string {
-	t.Helper()
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "identity-"}}
-	if err := k8s.Create(ctx, ns); err != nil {
-		t.Fatal(err)
-	}
-	return ns.Name
-}
+func newNamespace(t *testing.T) string { return harness.NewNamespace(t, k8s, "identity") }
 
 var counter int
 
@@ -93,15 +86,7 @@ func userToken(ns, name, user, agent string) *authv1alpha1.AgentCredential {
 // returns the credential as it then is.
 func waitReason(t *testing.T, cred *authv1alpha1.AgentCredential, status metav1.ConditionStatus, reason string) *authv1alpha1.AgentCredential {
 	t.Helper()
-	got := &authv1alpha1.AgentCredential{}
-	NewWithT(t).Eventually(func(g Gomega) {
-		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(cred), got)).To(Succeed())
-		c := meta.FindStatusCondition(got.Status.Conditions, authv1alpha1.ReadyCondition)
-		g.Expect(c).NotTo(BeNil())
-		g.Expect(c.Status).To(Equal(status), c.Message)
-		g.Expect(c.Reason).To(Equal(reason), c.Message)
-	}).WithTimeout(20 * time.Second).WithPolling(50 * time.Millisecond).Should(Succeed())
-	return got
+	return harness.WaitReady(t, k8s, cred, status, reason, 20*time.Second)
 }
 
 func claimOf(g Gomega, id tenancy.Identity) *authv1alpha1.IdentityClaim {

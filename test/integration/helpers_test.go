@@ -13,7 +13,6 @@ import (
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
@@ -44,14 +43,7 @@ var counter atomic.Int64
 
 func newAgentID() string { return fmt.Sprintf("aaaaaaaa-1111-4000-8000-%012d", counter.Add(1)) }
 
-func newNamespace(t *testing.T) string {
-	t.Helper()
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "it-"}}
-	if err := k8s.Create(ctx, ns); err != nil {
-		t.Fatal(err)
-	}
-	return ns.Name
-}
+func newNamespace(t *testing.T) string { return harness.NewNamespace(t, k8s, "it") }
 
 func waitReady(t *testing.T, cred *authv1alpha1.AgentCredential) *authv1alpha1.AgentCredential {
 	t.Helper()

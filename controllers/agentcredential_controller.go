@@ -7,6 +7,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -55,6 +56,10 @@ type AgentCredentialReconciler struct {
 	// IdentityClaims says whether a namespace may claim an unclaimed
 	// identity on first use (the default) or only use preassigned claims.
 	IdentityClaims tenancy.Mode
+	// MaxClaimsPerNamespace bounds the claims one namespace can make on
+	// first use (0: no limit), so a tenant cannot fill etcd with
+	// cluster-scoped objects.
+	MaxClaimsPerNamespace int
 }
 
 // +kubebuilder:rbac:groups=auth.agrenting.io,resources=agentcredentials,verbs=get;list;watch;update;patch
@@ -84,11 +89,17 @@ func (r *AgentCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	defer func() { retErr = r.patchStatus(ctx, before, cred, retErr) }()
 
 	refused, err := r.claimIdentities(ctx, cred)
+	if len(refused) > 0 {
+		revokeErr := r.revokeForRefusedIdentities(ctx, cred, refused)
+		if revokeErr == nil && err != nil {
+			// Refused and revoked; the error about another identity is
+			// retried without hiding the refusal behind ReconcileFailed.
+			err = &refusedError{err}
+		}
+		return ctrl.Result{}, errors.Join(revokeErr, err)
+	}
 	if err != nil {
 		return ctrl.Result{}, err
-	}
-	if len(refused) > 0 {
-		return ctrl.Result{}, r.revokeForRefusedIdentities(ctx, cred, refused)
 	}
 	agent, err := r.getAgentSecret(ctx, cred)
 	if err != nil {
@@ -231,6 +242,8 @@ func (r *AgentCredentialReconciler) patchStatus(ctx context.Context, before, cre
 	case apierrors.IsConflict(reconcileErr):
 		// A stale read lost an optimistic-concurrency race; the retry will
 		// succeed, so Ready does not flap.
+	case errors.As(reconcileErr, new(*refusedError)):
+		// Ready already says why the credential is refused.
 	case reconcileErr != nil:
 		setReady(cred, metav1.ConditionFalse, authv1alpha1.ReasonReconcileFailed, reconcileErr.Error())
 	default:
@@ -298,6 +311,12 @@ func (r *AgentCredentialReconciler) finalize(ctx context.Context, cred *authv1al
 	controllerutil.RemoveFinalizer(cred, authv1alpha1.CleanupFinalizer)
 	return client.IgnoreNotFound(r.Patch(ctx, cred, patch))
 }
+
+// refusedError is an error met while refusing a credential: the refusal,
+// not the error, is what Ready reports.
+type refusedError struct{ error }
+
+func (e *refusedError) Unwrap() error { return e.error }
 
 func setReady(cred *authv1alpha1.AgentCredential, status metav1.ConditionStatus, reason, message string) {
 	meta.SetStatusCondition(&cred.Status.Conditions, metav1.Condition{

@@ -2,6 +2,8 @@ package controllers
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"slices"
 	"strings"
 
@@ -14,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
+	"github.com/agrenting/agentcred/internal/hashsecret"
 	"github.com/agrenting/agentcred/internal/identityindex"
 	"github.com/agrenting/agentcred/internal/tenancy"
 )
@@ -26,27 +29,38 @@ type refusal struct {
 // claimIdentities makes sure the credential's namespace holds the
 // IdentityClaim of every identity the credential names, creating claims for
 // unclaimed identities, and records the credential as a user of each claim
-// it holds. It returns the identities the credential may not use: claimed
-// elsewhere or, with preassigned claims, not assigned.
+// it holds. It returns the identities the credential may not use (claimed
+// elsewhere, not assigned, or over the namespace's claim limit) together
+// with any error: an error about one identity never hides the refusal of
+// another, so the caller can always revoke.
 func (r *AgentCredentialReconciler) claimIdentities(ctx context.Context, cred *authv1alpha1.AgentCredential) ([]refusal, error) {
 	var held []*authv1alpha1.IdentityClaim
 	var refused []refusal
+	var errs []error
 	for _, id := range identityindex.Identities(cred) {
 		claim, holding, err := r.claim(ctx, cred, id)
-		if err != nil {
-			return nil, err
-		}
-		switch holding {
-		case tenancy.Ours:
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+		case holding == tenancy.Ours:
 			held = append(held, claim)
-		case tenancy.Elsewhere:
+		case holding == tenancy.Elsewhere:
 			refused = append(refused, refusal{tenancy.ConflictReason(id), tenancy.Refusal(id)})
-		case tenancy.Unclaimed:
+		case holding == tenancy.Unclaimed:
 			refused = append(refused, refusal{authv1alpha1.ReasonIdentityNotAssigned, tenancy.NotAssigned(id, cred.Namespace)})
+		case holding == overLimit:
+			refused = append(refused, refusal{authv1alpha1.ReasonClaimLimitReached, fmt.Sprintf(
+				"%s is unclaimed, but this namespace already holds %d IdentityClaims (--max-claims-per-namespace); "+
+					"a cluster admin can release unused ones or raise the limit", id, r.MaxClaimsPerNamespace)})
 		}
 	}
-	return refused, r.recordClaimUse(ctx, cred.Namespace, cred.Name, held)
+	errs = append(errs, r.recordClaimUse(ctx, cred.Namespace, cred.Name, held))
+	return refused, errors.Join(errs...)
 }
+
+// overLimit is the holding of an unclaimed identity that the namespace may
+// not claim because it holds MaxClaimsPerNamespace claims already.
+const overLimit tenancy.Holding = -1
 
 // claim finds or makes the claim on id for the credential's namespace. The
 // cache may say "ours" (a claim moved or deleted re-triggers this
@@ -72,14 +86,14 @@ func (r *AgentCredentialReconciler) claim(ctx context.Context, cred *authv1alpha
 			return nil, tenancy.Unclaimed, client.IgnoreNotFound(err)
 		}
 	}
-	// Unclaimed. The oldest live credential naming the identity goes first;
+	// Unclaimed. The first live credential naming the identity goes first;
 	// the cache can only make this one wait, never grant it anything.
-	claimants, err := identityindex.Claimants(ctx, r.Client, id)
-	if err != nil {
-		return nil, 0, err
+	first, err := r.mayClaim(ctx, cred, id)
+	if err != nil || !first {
+		return nil, tenancy.Elsewhere, err
 	}
-	if !tenancy.MayClaim(identityindex.ClaimantOf(cred), claimants) {
-		return nil, tenancy.Elsewhere, nil
+	if full, err := r.claimLimitReached(ctx, cred.Namespace); err != nil || full {
+		return nil, overLimit, err
 	}
 	claim = r.newClaim(cred, id, key.Name)
 	if err := r.Create(ctx, claim); err != nil {
@@ -96,6 +110,57 @@ func (r *AgentCredentialReconciler) claim(ctx context.Context, cred *authv1alpha
 	// identity was a third of the claim's measured cost (docs/benchmarks.md).
 	log.FromContext(ctx).Info("Claimed identity", "kind", string(id.Kind), "claim", key.Name)
 	return claim, tenancy.Ours, nil
+}
+
+// mayClaim applies tenancy.MayClaim to the live credentials naming id, each
+// ranked by whether the operator's hash record shows a key issued to it for
+// id (tenants can write their credentials' status, not hash Secrets).
+func (r *AgentCredentialReconciler) mayClaim(ctx context.Context, cred *authv1alpha1.AgentCredential, id tenancy.Identity) (bool, error) {
+	creds, err := identityindex.CredentialsNeeding(ctx, r.Client, tenancy.ClaimName(id))
+	if err != nil {
+		return false, err
+	}
+	me := identityindex.ClaimantOf(cred)
+	others := make([]tenancy.Claimant, 0, len(creds))
+	for i := range creds {
+		c := identityindex.ClaimantOf(&creds[i])
+		hash, err := r.getHashSecret(ctx, &creds[i])
+		if err != nil {
+			return false, err
+		}
+		c.HoldsKey = hash.record != nil && recordNames(hash.record, id)
+		if c.Namespace == me.Namespace && c.Name == me.Name {
+			me.HoldsKey = c.HoldsKey
+		}
+		others = append(others, c)
+	}
+	return tenancy.MayClaim(me, others), nil
+}
+
+// recordNames reports whether a hash record was issued for id.
+func recordNames(rec *hashsecret.Record, id tenancy.Identity) bool {
+	if id.Kind == authv1alpha1.UserIdentity {
+		return rec.User != "" && id.Same(tenancy.User(rec.User))
+	}
+	for _, a := range rec.AgentIDs {
+		if id.Same(tenancy.Agent(a)) {
+			return true
+		}
+	}
+	return false
+}
+
+// claimLimitReached reports whether namespace holds MaxClaimsPerNamespace
+// claims already (0: no limit), counted in the cache.
+func (r *AgentCredentialReconciler) claimLimitReached(ctx context.Context, namespace string) (bool, error) {
+	if r.MaxClaimsPerNamespace <= 0 {
+		return false, nil
+	}
+	list := &authv1alpha1.IdentityClaimList{}
+	if err := r.List(ctx, list, client.MatchingFields{identityindex.ClaimsByNamespace: namespace}, client.UnsafeDisableDeepCopy); err != nil {
+		return false, err
+	}
+	return len(list.Items) >= r.MaxClaimsPerNamespace, nil
 }
 
 // newClaim is the claim on id for cred's namespace, with cred already
@@ -123,10 +188,16 @@ func (r *AgentCredentialReconciler) recordClaimUse(ctx context.Context, namespac
 	keep := map[string]bool{}
 	for _, claim := range held {
 		keep[claim.Name] = true
-		if !slices.Contains(claim.Status.Credentials, name) {
-			if err := r.updateClaimUsers(ctx, claim, append(slices.Clone(claim.Status.Credentials), name)); err != nil {
-				return err
-			}
+		if slices.Contains(claim.Status.Credentials, name) || len(claim.Status.Credentials) >= maxRecordedUsers {
+			continue // recorded, or enough recorded to show it is in use
+		}
+		err := r.updateClaimUsers(ctx, claim, append(slices.Clone(claim.Status.Credentials), name))
+		if apierrors.IsNotFound(err) {
+			// Deleted since the cache said it was ours: claim it afresh.
+			return fmt.Errorf("IdentityClaim %s was deleted; claiming again", claim.Name)
+		}
+		if err != nil {
+			return err
 		}
 	}
 	listed, err := identityindex.ClaimsUsedBy(ctx, r.Client, namespace, name)
@@ -139,7 +210,7 @@ func (r *AgentCredentialReconciler) recordClaimUse(ctx context.Context, namespac
 			continue
 		}
 		users := slices.DeleteFunc(slices.Clone(claim.Status.Credentials), func(n string) bool { return n == name })
-		if err := r.updateClaimUsers(ctx, claim, users); err != nil {
+		if err := r.updateClaimUsers(ctx, claim, users); client.IgnoreNotFound(err) != nil {
 			return err
 		}
 	}
@@ -153,8 +224,14 @@ func (r *AgentCredentialReconciler) updateClaimUsers(ctx context.Context, claim 
 	c := claim.DeepCopy()
 	c.Status.Credentials = tenancy.SortedNames(users)
 	c.Status.LastUsedTime = timePtr(r.Clock.Now())
-	return client.IgnoreNotFound(r.Update(ctx, c))
+	return r.Update(ctx, c)
 }
+
+// maxRecordedUsers bounds status.credentials (the schema allows 1000): the
+// list is advisory — one entry is enough to keep a claim in use — so a
+// namespace naming one identity from thousands of credentials never makes
+// its reconciles fail.
+const maxRecordedUsers = 1000
 
 // revokeForRefusedIdentities keeps a credential without a usable key: it
 // revokes any key it had (the hash Secret goes), clears the key from its

@@ -176,13 +176,13 @@ func TestUserImpersonationIsRefused(t *testing.T) {
 	g.Expect(getClaim(g, tenancy.Agent(tok.Spec.Agents[0])).Status.Credentials).To(ConsistOf("eve"))
 }
 
-// TestAdminDeletedClaimGoesToOldestUser: the rule when an admin deletes a
-// claim that is in use is the rule for any unclaimed identity: the oldest
-// live credential naming it claims it for its namespace. So the namespace
-// using it gets it back, not one that was waiting with a newer credential;
-// an older credential elsewhere (the identity had been moved away from it
-// by changing the claim's namespace) does get it back.
-func TestAdminDeletedClaimGoesToOldestUser(t *testing.T) {
+// TestAdminDeletedClaimStaysWithItsUser: the rule when an admin deletes a
+// claim that is in use is the rule for any unclaimed identity: a credential
+// holding a key for it goes first, then the oldest live credential naming
+// it. So the namespace using it gets it back — not one waiting with a newer
+// credential, and not an older credential elsewhere that the identity was
+// moved away from (by changing the claim's namespace).
+func TestAdminDeletedClaimStaysWithItsUser(t *testing.T) {
 	g := NewWithT(t)
 	nsA, nsB := newNamespace(t), newNamespace(t)
 	a := apiKeyCredential(nsA, "a")
@@ -221,12 +221,50 @@ func TestAdminDeletedClaimGoesToOldestUser(t *testing.T) {
 		g.Expect(getClaim(g, tenancy.Agent(agent)).Status.Credentials).To(ConsistOf("b"))
 	}).WithTimeout(timeout).WithPolling(interval).Should(Succeed())
 
-	// The admin deletes the claim without making a new one: a is older, so
-	// nsA claims it back and b loses it.
-	deleteClaim()
-	waitReady(t, a)
-	waitCondition(t, b, metav1.ConditionFalse, authv1alpha1.ReasonAgentIDConflict)
-	g.Expect(getClaim(g, tenancy.Agent(agent)).Spec.Namespace).To(Equal(nsA))
+	// The admin deletes the claim without making a new one: b holds the
+	// key, so nsB claims it back although a is older.
+	old = deleteClaim()
+	g.Eventually(func(g Gomega) {
+		c := getClaim(g, tenancy.Agent(agent))
+		g.Expect(string(c.UID)).NotTo(Equal(old.uid))
+		g.Expect(c.Spec.Namespace).To(Equal(nsB))
+	}).WithTimeout(timeout).WithPolling(interval).Should(Succeed())
+	waitReady(t, b)
+	waitCondition(t, a, metav1.ConditionFalse, authv1alpha1.ReasonAgentIDConflict)
+}
+
+// TestSleeperCannotWinAReclaim: a tenant keeps an old user token, later
+// adds another namespace's agent to it (webhook bypassed; refused), and
+// waits for that agent's claim to disappear. Being older does not win it:
+// the namespace holding the key does.
+func TestSleeperCannotWinAReclaim(t *testing.T) {
+	g := NewWithT(t)
+	owner, thief := newNamespace(t), newNamespace(t)
+	sleeper := userToken(thief, "sleeper", fmt.Sprintf("mallory-%d@example.com", uuidCounter.Add(1)), newAgentID())
+	create(t, sleeper)
+	waitReady(t, sleeper)
+	nextSecond(get(t, sleeper))
+	victim := apiKeyCredential(owner, "victim")
+	agent := victim.Spec.AgentID
+	create(t, victim)
+	victim = waitReady(t, victim)
+
+	s := get(t, sleeper)
+	s.Spec.Agents = append(s.Spec.Agents, agent)
+	g.Expect(k8s.Update(ctx, s)).To(Succeed())
+	assertHeldWithoutKey(t, s, authv1alpha1.ReasonAgentIDConflict, owner)
+
+	c := getClaim(g, tenancy.Agent(agent))
+	g.Expect(k8s.Delete(ctx, c)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		n := getClaim(g, tenancy.Agent(agent))
+		g.Expect(n.UID).NotTo(Equal(c.UID))
+		g.Expect(n.Spec.Namespace).To(Equal(owner))
+	}).WithTimeout(timeout).WithPolling(interval).Should(Succeed())
+	g.Consistently(func(g Gomega) {
+		g.Expect(get(t, victim).Status.KeyID).To(Equal(victim.Status.KeyID))
+		g.Expect(get(t, s).Status.KeyID).To(BeEmpty())
+	}).WithTimeout(500 * time.Millisecond).Should(Succeed())
 }
 
 type types struct{ uid string }
@@ -256,6 +294,15 @@ func TestClaimReleasedAfterHold(t *testing.T) {
 	admin.Spec = authv1alpha1.IdentityClaimSpec{Kind: authv1alpha1.AgentIdentity, Value: strings.TrimPrefix(admin.Name, authv1alpha1.AgentClaimPrefix), Namespace: nsA}
 	create(t, admin)
 
+	// A claim agentcred made for nsA that an admin moved to nsC is the
+	// admin's: never released, however long nsC leaves it unused.
+	moved := apiKeyCredential(nsA, "moved")
+	create(t, moved)
+	waitReady(t, moved)
+	movedClaim := getClaim(g, tenancy.Agent(moved.Spec.AgentID))
+	patch := fmt.Sprintf(`{"spec":{"namespace":%q}}`, newNamespace(t))
+	g.Expect(k8s.Patch(ctx, movedClaim, client.RawPatch("application/merge-patch+json", []byte(patch)))).To(Succeed())
+
 	g.Expect(k8s.Delete(ctx, a)).To(Succeed())
 	waitGone(t, a)
 	g.Eventually(func(g Gomega) {
@@ -274,11 +321,13 @@ func TestClaimReleasedAfterHold(t *testing.T) {
 	fakeClock.Step(2 * time.Hour)
 	touchClaim(t, tenancy.ClaimName(tenancy.Agent(agent)))
 	touchClaim(t, admin.Name)
+	touchClaim(t, movedClaim.Name)
 	waitReady(t, b)
 	g.Expect(getClaim(g, tenancy.Agent(agent)).Spec.Namespace).To(Equal(nsB))
-	g.Consistently(func() error {
-		return k8s.Get(ctx, client.ObjectKeyFromObject(admin), &authv1alpha1.IdentityClaim{})
-	}).WithTimeout(500*time.Millisecond).Should(Succeed(), "an admin-made claim was released")
+	g.Consistently(func(g Gomega) {
+		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(admin), &authv1alpha1.IdentityClaim{})).To(Succeed(), "an admin-made claim was released")
+		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(movedClaim), &authv1alpha1.IdentityClaim{})).To(Succeed(), "a moved claim was released")
+	}).WithTimeout(500 * time.Millisecond).Should(Succeed())
 }
 
 // touchClaim changes a claim's annotations so that the claim controller

@@ -52,7 +52,10 @@ func (r *IdentityClaimReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 
 func useOf(claim *authv1alpha1.IdentityClaim) tenancy.Use {
 	u := tenancy.Use{
-		Managed: claim.Labels[authv1alpha1.ManagedByLabel] == authv1alpha1.ManagedByValue,
+		// A claim agentcred made for one namespace and an admin moved to
+		// another is the admin's now: never released automatically.
+		Managed: claim.Labels[authv1alpha1.ManagedByLabel] == authv1alpha1.ManagedByValue &&
+			claim.Labels[authv1alpha1.CredentialNamespaceLabel] == claim.Spec.Namespace,
 		InUse:   len(claim.Status.Credentials) > 0,
 		Created: claim.CreationTimestamp.Time,
 	}
@@ -121,7 +124,12 @@ func (r *IdentityClaimReconciler) release(ctx context.Context, claim *authv1alph
 	}
 	for i := range creds.Items {
 		if names(&creds.Items[i], claim.Name) {
-			return nil // its reconcile records it as a user, which brings us back
+			// In use after all (recreated while we looked): record it, so
+			// the claim shows the truth and is not released.
+			c := claim.DeepCopy()
+			c.Status.Credentials = tenancy.SortedNames(append(c.Status.Credentials, creds.Items[i].Name))
+			c.Status.LastUsedTime = timePtr(r.Clock.Now())
+			return r.Update(ctx, c)
 		}
 	}
 	uid, rv := claim.UID, claim.ResourceVersion

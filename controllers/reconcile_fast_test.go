@@ -41,9 +41,12 @@ type fastFixture struct {
 	clock    *clocktesting.FakeClock
 	recorder *events.FakeRecorder
 	writes   atomic.Int64
-	// fail, when set, is returned by writes it matches.
-	fail func(obj client.Object) error
-	cred *authv1alpha1.AgentCredential
+	// fail, when set, is returned by writes it matches; failGet by reads.
+	fail    func(obj client.Object) error
+	failGet func(key client.ObjectKey, obj client.Object) error
+	cred    *authv1alpha1.AgentCredential
+	// maxClaims is the reconciler's MaxClaimsPerNamespace.
+	maxClaims int
 }
 
 func newFastFixture(t *testing.T, objs ...client.Object) *fastFixture {
@@ -64,8 +67,17 @@ func newFastFixture(t *testing.T, objs ...client.Object) *fastFixture {
 		WithStatusSubresource(&authv1alpha1.AgentCredential{}).
 		WithIndex(&authv1alpha1.AgentCredential{}, identityindex.CredentialsByClaim, identityindex.ClaimNames).
 		WithIndex(&authv1alpha1.IdentityClaim{}, identityindex.ClaimsByCredential, identityindex.UsedBy).
+		WithIndex(&authv1alpha1.IdentityClaim{}, identityindex.ClaimsByNamespace, identityindex.BoundNamespace).
 		Build()
 	f.client = interceptor.NewClient(base, interceptor.Funcs{
+		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			if f.failGet != nil {
+				if err := f.failGet(key, obj); err != nil {
+					return err
+				}
+			}
+			return c.Get(ctx, key, obj, opts...)
+		},
 		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
 			if err := write(obj); err != nil {
 				return err
@@ -110,7 +122,7 @@ func newFastFixture(t *testing.T, objs ...client.Object) *fastFixture {
 func (f *fastFixture) reconcile() (*authv1alpha1.AgentCredential, error) {
 	r := &controllers.AgentCredentialReconciler{
 		Client: f.client, APIReader: f.client, Scheme: operator.Scheme(), Clock: f.clock, Recorder: f.recorder,
-		OperatorNamespace: operatorNamespace, Metrics: controllers.NewMetrics(f.client),
+		OperatorNamespace: operatorNamespace, Metrics: controllers.NewMetrics(f.client), MaxClaimsPerNamespace: f.maxClaims,
 	}
 	f.writes.Store(0)
 	_, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(f.cred)})
@@ -322,4 +334,60 @@ func readyMessageOf(c *authv1alpha1.AgentCredential) string {
 		return cond.Message
 	}
 	return ""
+}
+
+// TestReconcileFastErrorNeverHidesARefusal: a user token whose user was
+// moved to another namespace loses its key even when reading the claim of
+// one of its agents fails in the same reconcile (a tenant able to make
+// claim reads or writes fail must not keep a key that way).
+func TestReconcileFastErrorNeverHidesARefusal(t *testing.T) {
+	g := NewWithT(t)
+	const agent = "bbbbbbbb-0000-4000-8000-000000000002"
+	f := newFastFixture(t)
+	f.cred.Spec = authv1alpha1.AgentCredentialSpec{Type: authv1alpha1.UserTokenType, User: "alice@example.com", Agents: []string{agent}}
+	g.Expect(f.client.Update(context.Background(), f.cred)).To(Succeed())
+	cred, err := f.reconcile()
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(readyReason(cred)).To(Equal("True/" + authv1alpha1.ReasonIssued))
+	g.Expect(f.record()).NotTo(BeNil())
+
+	// An admin moves the user away; reading the agent's claim now fails.
+	userClaim := &authv1alpha1.IdentityClaim{}
+	g.Expect(f.client.Get(context.Background(), client.ObjectKey{Name: tenancy.ClaimName(tenancy.User("alice@example.com"))}, userClaim)).To(Succeed())
+	userClaim.Spec.Namespace = "team-b"
+	g.Expect(f.client.Update(context.Background(), userClaim)).To(Succeed())
+	f.failGet = func(key client.ObjectKey, _ client.Object) error {
+		if key.Name == tenancy.ClaimName(tenancy.Agent(agent)) {
+			return errors.New("injected: claims unreadable")
+		}
+		return nil
+	}
+	cred, err = f.reconcile()
+	g.Expect(err).To(MatchError(ContainSubstring("injected")))
+	g.Expect(readyReason(cred)).To(Equal("False/" + authv1alpha1.ReasonUserConflict))
+	g.Expect(f.record()).To(BeNil(), "the key survived the move")
+	g.Expect(cred.Status.KeyID).To(BeEmpty())
+}
+
+// TestReconcileFastClaimLimit: a namespace holding --max-claims-per-namespace
+// claims claims no more identities; what it holds keeps working.
+func TestReconcileFastClaimLimit(t *testing.T) {
+	g := NewWithT(t)
+	f := newFastFixture(t)
+	f.maxClaims = 2
+	f.cred.Spec = authv1alpha1.AgentCredentialSpec{Type: authv1alpha1.UserTokenType, User: "bob@example.com",
+		Agents: []string{"bbbbbbbb-0000-4000-8000-000000000003", "bbbbbbbb-0000-4000-8000-000000000004"}}
+	g.Expect(f.client.Update(context.Background(), f.cred)).To(Succeed())
+	cred, err := f.reconcile()
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(readyReason(cred)).To(Equal("False/" + authv1alpha1.ReasonClaimLimitReached))
+	g.Expect(readyMessageOf(cred)).To(ContainSubstring("--max-claims-per-namespace"))
+	g.Expect(f.record()).To(BeNil())
+	claims := &authv1alpha1.IdentityClaimList{}
+	g.Expect(f.client.List(context.Background(), claims)).To(Succeed())
+	g.Expect(claims.Items).To(HaveLen(2), "the namespace claimed more than its limit")
+	f.maxClaims = 3
+	cred, err = f.reconcile()
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(readyReason(cred)).To(Equal("True/" + authv1alpha1.ReasonIssued))
 }

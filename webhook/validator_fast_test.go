@@ -39,6 +39,7 @@ func fakeValidator(mode tenancy.Mode, objs ...client.Object) *webhook.Validator 
 	c := fake.NewClientBuilder().WithScheme(operator.Scheme()).WithObjects(objs...).
 		WithIndex(&authv1alpha1.AgentCredential{}, identityindex.CredentialsByClaim, identityindex.ClaimNames).
 		WithIndex(&authv1alpha1.IdentityClaim{}, identityindex.ClaimsByCredential, identityindex.UsedBy).
+		WithIndex(&authv1alpha1.IdentityClaim{}, identityindex.ClaimsByNamespace, identityindex.BoundNamespace).
 		Build()
 	return &webhook.Validator{Credentials: c, Secrets: c, IdentityClaims: mode}
 }

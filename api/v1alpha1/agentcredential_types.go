@@ -54,10 +54,12 @@ type AgentCredentialSpec struct {
 	// +optional
 	AgentID string `json:"agentID,omitempty"`
 
-	// User the UserToken belongs to, for example an e-mail address.
+	// User the UserToken belongs to, for example an e-mail address. No white
+	// space, control or invisible (format) characters: the user reaches
+	// X-Auth-User and Kubernetes usernames as it is.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=256
-	// +kubebuilder:validation:Pattern=`^[^\s]+$`
+	// +kubebuilder:validation:Pattern=`^[^\s\p{C}\p{Z}]+$`
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="user is immutable"
 	// +optional
 	User string `json:"user,omitempty"`

@@ -65,6 +65,9 @@ const (
 	// ReasonIdentityNotAssigned: with --identity-claims=preassigned, no
 	// IdentityClaim assigns an identity the credential names to its namespace.
 	ReasonIdentityNotAssigned = "IdentityNotAssigned"
-	ReasonSecretConflict      = "SecretConflict"
-	ReasonReconcileFailed     = "ReconcileFailed"
+	// ReasonClaimLimitReached: the namespace holds --max-claims-per-namespace
+	// claims and may not claim another identity.
+	ReasonClaimLimitReached = "ClaimLimitReached"
+	ReasonSecretConflict    = "SecretConflict"
+	ReasonReconcileFailed   = "ReconcileFailed"
 )

@@ -25,7 +25,7 @@ const (
 
 // IdentityClaimSpec binds one identity to one namespace.
 // +kubebuilder:validation:XValidation:rule="self.kind != 'Agent' || self.value.matches('^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$')",message="value of an Agent claim must be a lower-case UUID"
-// +kubebuilder:validation:XValidation:rule="self.kind != 'User' || self.value.matches('^[^\\\\s]+$')",message="value of a User claim must not contain white space"
+// +kubebuilder:validation:XValidation:rule="self.kind != 'User' || self.value.matches('^[^\\\\s\\\\p{C}\\\\p{Z}]+$')",message="value of a User claim must not contain white space, control or invisible format characters"
 type IdentityClaimSpec struct {
 	// Kind of identity: Agent (an agent ID) or User.
 	Kind IdentityKind `json:"kind"`

@@ -35,6 +35,7 @@ func TestIdentityClaimSchema(t *testing.T) {
 		{"agent claim named for another agent", claim("agent-"+agentA, authv1alpha1.AgentIdentity, agentB, "team-b"), "an Agent claim must be named agent-<value>"},
 		{"user claim with a wrong name", claim("user-alice", authv1alpha1.UserIdentity, "alice", "team-a"), "a User claim must be named user-"},
 		{"user with white space", claim(userName, authv1alpha1.UserIdentity, "alice smith", "team-a"), "must not contain white space"},
+		{"user with an invisible character", claim(userName, authv1alpha1.UserIdentity, "ali\u200bce", "team-a"), "invisible format characters"},
 		{"user longer than 256", claim(userName, authv1alpha1.UserIdentity, strings.Repeat("a", 257), "team-a"), "spec.value: Too long"},
 		{"bad namespace", claim("agent-"+agentB, authv1alpha1.AgentIdentity, agentB, "Team_A"), "spec.namespace"},
 		{"no namespace", claim("agent-"+agentB, authv1alpha1.AgentIdentity, agentB, ""), "spec.namespace"},

@@ -77,6 +77,12 @@ func TestSchemaRejectsInvalidManifests(t *testing.T) {
 			[]string{"agentID is required when type is APIKey"}},
 		{"agentID and agents", apiKey("both", func(c *authv1alpha1.AgentCredential) { c.Spec.Agents = []string{agentB} }),
 			[]string{"user and agents are only allowed when type is UserToken"}},
+		{"user with a zero-width space", apiKey("zwsp", func(c *authv1alpha1.AgentCredential) {
+			c.Spec = authv1alpha1.AgentCredentialSpec{Type: authv1alpha1.UserTokenType, User: "ali\u200bce@example.com", Agents: []string{agentB}}
+		}), []string{"spec.user"}},
+		{"user with a control character", apiKey("ctrl", func(c *authv1alpha1.AgentCredential) {
+			c.Spec = authv1alpha1.AgentCredentialSpec{Type: authv1alpha1.UserTokenType, User: "alice\x00@example.com", Agents: []string{agentB}}
+		}), []string{"spec.user"}},
 		{"bad UUID", apiKey("bad-uuid", func(c *authv1alpha1.AgentCredential) { c.Spec.AgentID = "not-a-uuid" }),
 			[]string{"spec.agentID", "should match"}},
 		{"period 30m", apiKey("short", func(c *authv1alpha1.AgentCredential) { c.Spec.Rotation.Period = dur(30 * time.Minute) }),

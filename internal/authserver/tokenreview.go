@@ -1,10 +1,10 @@
 package authserver
 
 import (
-	"slices"
 	"encoding/json"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 

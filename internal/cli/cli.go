@@ -40,6 +40,9 @@ Usage:
                                   (the key of NAME, or --key, or the AGENTCRED_KEY variable)
   kubectl agentcred claims        list IdentityClaims: which namespace holds which agent ID or user
                                   (all of them; with -n, only those of that namespace)
+  kubectl agentcred claim-name agent|user VALUE
+                                  print the IdentityClaim name agentcred uses for an agent ID or a
+                                  user (users are compared NFKC case-folded), for admins making claims
 
 Flags (every command):
   -n, --namespace NS    namespace (default: the kubeconfig context's; for claims: every namespace)
@@ -58,6 +61,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	cmd, rest := args[0], args[1:]
+	if cmd == "claim-name" {
+		return claimName(rest, stdout, stderr)
+	}
 	fs := flag.NewFlagSet("kubectl agentcred "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var namespace, kubeconfig, kubecontext, url, key, agentID string
@@ -117,6 +123,20 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "error:", err)
 		return 1
 	}
+	return 0
+}
+
+// claimName prints the claim name of an identity: no cluster needed.
+func claimName(args []string, stdout, stderr io.Writer) int {
+	if len(args) != 2 || (args[0] != "agent" && args[0] != "user") || args[1] == "" {
+		fmt.Fprintf(stderr, "usage: kubectl agentcred claim-name agent|user VALUE\n")
+		return 2
+	}
+	id := tenancy.Agent(args[1])
+	if args[0] == "user" {
+		id = tenancy.User(args[1])
+	}
+	fmt.Fprintln(stdout, tenancy.ClaimName(id))
 	return 0
 }
 

@@ -235,3 +235,24 @@ func TestClaimsFiltersByExplicitNamespace(t *testing.T) {
 		}
 	}
 }
+
+func TestClaimName(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := Main(context.Background(), []string{"claim-name", "user", "Alice@Example.com"}, &out, &errOut); code != 0 {
+		t.Fatalf("code %d: %s", code, errOut.String())
+	}
+	// printf %s alice@example.com | sha256sum | cut -c1-40
+	if got := strings.TrimSpace(out.String()); got != "user-ff8d9819fc0e12bf0d24892e45987e249a28dce8" {
+		t.Fatalf("claim-name user = %q", got)
+	}
+	out.Reset()
+	if code := Main(context.Background(), []string{"claim-name", "agent", "6F1C2B1E-9D2A-4C1E-8F3B-1A2B3C4D5E6F"}, &out, &errOut); code != 0 ||
+		strings.TrimSpace(out.String()) != "agent-6f1c2b1e-9d2a-4c1e-8f3b-1a2b3c4d5e6f" {
+		t.Fatalf("claim-name agent = %q", out.String())
+	}
+	for _, bad := range [][]string{{"claim-name"}, {"claim-name", "group", "x"}, {"claim-name", "user", ""}} {
+		if code := Main(context.Background(), bad, &out, &errOut); code != 2 {
+			t.Errorf("%v: code %d, want 2", bad, code)
+		}
+	}
+}

@@ -23,6 +23,8 @@ const (
 	// ClaimsByCredential indexes IdentityClaims by namespace/name of each
 	// credential in status.credentials.
 	ClaimsByCredential = "agentcred.credentials"
+	// ClaimsByNamespace indexes IdentityClaims by spec.namespace.
+	ClaimsByNamespace = "agentcred.namespace"
 )
 
 // Register adds both indexes to a cache. Call it once per manager.
@@ -30,7 +32,15 @@ func Register(ctx context.Context, indexer client.FieldIndexer) error {
 	if err := indexer.IndexField(ctx, &authv1alpha1.AgentCredential{}, CredentialsByClaim, ClaimNames); err != nil {
 		return err
 	}
-	return indexer.IndexField(ctx, &authv1alpha1.IdentityClaim{}, ClaimsByCredential, UsedBy)
+	if err := indexer.IndexField(ctx, &authv1alpha1.IdentityClaim{}, ClaimsByCredential, UsedBy); err != nil {
+		return err
+	}
+	return indexer.IndexField(ctx, &authv1alpha1.IdentityClaim{}, ClaimsByNamespace, BoundNamespace)
+}
+
+// BoundNamespace is the ClaimsByNamespace index function.
+func BoundNamespace(o client.Object) []string {
+	return []string{o.(*authv1alpha1.IdentityClaim).Spec.Namespace}
 }
 
 // ClaimNames is the CredentialsByClaim index function: the names of the
@@ -64,14 +74,14 @@ func Identities(cred *authv1alpha1.AgentCredential) []tenancy.Identity {
 	return tenancy.IdentitiesOf(cred.AgentIDs(), user)
 }
 
-// ClaimantOf describes cred as a claimant of its identities.
+// ClaimantOf describes cred as a claimant of its identities; HoldsKey is
+// the caller's to set from the operator's own records.
 func ClaimantOf(cred *authv1alpha1.AgentCredential) tenancy.Claimant {
 	return tenancy.Claimant{
 		Namespace: cred.Namespace,
 		Name:      cred.Name,
 		Created:   cred.CreationTimestamp.Time,
 		Deleting:  !cred.DeletionTimestamp.IsZero(),
-		Issued:    cred.Status.KeyID != "",
 	}
 }
 
@@ -83,19 +93,6 @@ func CredentialsNeeding(ctx context.Context, c client.Reader, claimName string) 
 		return nil, fmt.Errorf("listing credentials needing IdentityClaim %s: %w", claimName, err)
 	}
 	return list.Items, nil
-}
-
-// Claimants lists every credential naming id as a claimant.
-func Claimants(ctx context.Context, c client.Reader, id tenancy.Identity) ([]tenancy.Claimant, error) {
-	creds, err := CredentialsNeeding(ctx, c, tenancy.ClaimName(id))
-	if err != nil {
-		return nil, err
-	}
-	out := make([]tenancy.Claimant, 0, len(creds))
-	for i := range creds {
-		out = append(out, ClaimantOf(&creds[i]))
-	}
-	return out, nil
 }
 
 // ClaimsUsedBy lists the claims whose status records the credential

@@ -43,6 +43,8 @@ type Options struct {
 	// IdentityClaims is auto (first use claims) or preassigned.
 	IdentityClaims tenancy.Mode
 	ClaimHold      time.Duration
+	// MaxClaimsPerNamespace bounds the claims one namespace makes on first use.
+	MaxClaimsPerNamespace int
 
 	EnableController   bool
 	EnableAuthEndpoint bool
@@ -65,8 +67,8 @@ type Options struct {
 	// TokenReviewAudiences are comma-separated audiences TokenReviews may
 	// ask for; none by default.
 	TokenReviewAudiences string
-	FailureRate    float64
-	FailureBurst   int
+	FailureRate          float64
+	FailureBurst         int
 
 	Zap zap.Options
 }
@@ -80,6 +82,7 @@ func DefaultOptions() Options {
 		MaxConcurrentReconciles: 4,
 		IdentityClaims:          tenancy.FirstUse,
 		ClaimHold:               controllers.DefaultClaimHold,
+		MaxClaimsPerNamespace:   1000,
 		EnableController:        true,
 		EnableAuthEndpoint:      true,
 		EnableWebhook:           true,
@@ -109,6 +112,8 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 		func(s string) (err error) { o.IdentityClaims, err = tenancy.ParseMode(s); return err })
 	fs.DurationVar(&o.ClaimHold, "claim-hold", o.ClaimHold,
 		"How long an IdentityClaim that agentcred made stays with its namespace after the last credential there stopped using it.")
+	fs.IntVar(&o.MaxClaimsPerNamespace, "max-claims-per-namespace", o.MaxClaimsPerNamespace,
+		"How many IdentityClaims may bind one namespace before it can claim no more identities on first use (claims are cluster-scoped: no ResourceQuota counts them); 0: no limit.")
 	fs.BoolVar(&o.EnableController, "enable-controller", o.EnableController, "Run the AgentCredential controller (and the session signing-key rotator). Off: the auth endpoint alone, needing only read access to Secrets in the operator namespace.")
 	fs.BoolVar(&o.EnableAuthEndpoint, "enable-auth-endpoint", o.EnableAuthEndpoint, "Serve the auth endpoint.")
 	fs.BoolVar(&o.EnableWebhook, "enable-webhook", o.EnableWebhook, "Serve the validating admission webhook.")
@@ -145,6 +150,8 @@ func (o *Options) Complete() error {
 	switch {
 	case o.MaxConcurrentReconciles < 1:
 		return errors.New("--max-concurrent-reconciles must be at least 1")
+	case o.MaxClaimsPerNamespace < 0:
+		return errors.New("--max-claims-per-namespace must not be negative")
 	case o.ClaimHold < time.Minute:
 		return errors.New("--claim-hold must be at least 1m")
 	case o.SessionTTL < time.Minute || o.SessionTTL > maxSessionTTL:

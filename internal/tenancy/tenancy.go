@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/text/cases"
 	"golang.org/x/text/unicode/norm"
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
@@ -56,12 +57,13 @@ func IdentitiesOf(agentIDs []string, user string) []Identity {
 	return out
 }
 
-// CanonicalUser is the form in which users are compared: NFKC-normalised and
-// lower-cased, so that "Alice@Example.com" or a full-width "ａlice" cannot
-// pass for a different user than "alice@example.com" in systems downstream
-// that fold case or compatibility characters.
+// CanonicalUser is the form in which users are compared: Unicode
+// NFKC_Casefold (NFKC, full case folding, NFKC again), so that
+// "Alice@Example.com", a full-width "ａlice", "STRASSE"/"straße" or a final
+// sigma cannot pass for a different user than their folded form in systems
+// downstream that fold case or compatibility characters.
 func CanonicalUser(user string) string {
-	return strings.ToLower(norm.NFKC.String(user))
+	return norm.NFKC.String(cases.Fold().String(norm.NFKC.String(user)))
 }
 
 // key is the identity's canonical form.
@@ -130,20 +132,24 @@ type Claimant struct {
 	Created   time.Time
 	// Deleting credentials (deletionTimestamp set) claim nothing.
 	Deleting bool
-	// Issued credentials hold a key already. Creation times have one-second
-	// resolution; within the same second a credential that already has a
-	// key goes first.
-	Issued bool
+	// HoldsKey: the operator's own record (the hash Secret, which tenants
+	// cannot write) shows a key issued to this credential for the
+	// identity. Never taken from the credential's status, which its
+	// namespace can write.
+	HoldsKey bool
 }
 
-// before orders claimants by creation time, then issued first, then by
-// namespace and name, so that there is always exactly one first.
+// before orders claimants: a credential holding a key for the identity
+// first (the namespace using it keeps it, and a credential that merely
+// added the identity to its spec later cannot jump ahead by its age), then
+// by creation time, then by namespace and name, so that there is always
+// exactly one first.
 func before(a, b Claimant) bool {
+	if a.HoldsKey != b.HoldsKey {
+		return a.HoldsKey
+	}
 	if !a.Created.Equal(b.Created) {
 		return a.Created.Before(b.Created)
-	}
-	if a.Issued != b.Issued {
-		return a.Issued
 	}
 	if a.Namespace != b.Namespace {
 		return a.Namespace < b.Namespace
@@ -153,10 +159,11 @@ func before(a, b Claimant) bool {
 
 // MayClaim reports whether me may create the claim on an unclaimed identity,
 // given the other credentials naming it (me may be among them): only when
-// the oldest live credential naming it is in me's namespace. This is the
-// rule for first use, for the migration of credentials made before claims
-// existed (today's owner, the oldest, keeps the identity), and for re-claims
-// after an admin deleted a claim in use.
+// the first live credential naming it — one holding a key for it, else the
+// oldest — is in me's namespace. This is the rule for first use, for the
+// migration of credentials made before claims existed (today's owner holds
+// the key and keeps the identity), and for re-claims after an admin deleted
+// a claim in use (the namespace using it gets it back).
 func MayClaim(me Claimant, others []Claimant) bool {
 	first := me
 	for _, o := range others {
@@ -190,8 +197,9 @@ func NotAssigned(id Identity, namespace string) string {
 
 // Use is what decides whether a claim may be released.
 type Use struct {
-	// Managed claims were created by agentcred on first use. Claims an
-	// admin created are never released automatically.
+	// Managed claims were created by agentcred on first use and still bind
+	// the namespace they were created for (a claim an admin moved is the
+	// admin's).
 	Managed bool
 	// InUse: some credential in the claim's namespace uses the identity.
 	InUse bool

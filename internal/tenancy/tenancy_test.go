@@ -25,6 +25,10 @@ func TestClaimName(t *testing.T) {
 		{"user case folds", User("Alice@Example.COM"), "user-" + sum("alice@example.com")},
 		{"full-width letters fold", User("ａlice@example.com"), "user-" + sum("alice@example.com")},
 		{"256 unicode characters", User(long), "user-" + sum(long)},
+		{"full case folding: ß is ss", User("STRASSE@example.com"), "user-" + sum("strasse@example.com")},
+		{"full case folding: ß is ss (2)", User("straße@example.com"), "user-" + sum("strasse@example.com")},
+		{"final sigma folds like sigma", User("οδυσσευς@x"), "user-" + sum("οδυσσευσ@x")},
+		{"capital sigma folds like sigma", User("ΟΔΥΣΣΕΥΣ@x"), "user-" + sum("οδυσσευσ@x")},
 		{"different users differ", User("bob@example.com"), "user-" + sum("bob@example.com")},
 	}
 	for _, tt := range tests {
@@ -74,6 +78,7 @@ func TestHoldingOf(t *testing.T) {
 		{"user elsewhere", spec(authv1alpha1.UserIdentity, "alice@example.com", "team-b"), User("alice@example.com"), Elsewhere},
 		{"claim describes another identity", spec(authv1alpha1.UserIdentity, "bob@example.com", "team-a"), User("alice@example.com"), Elsewhere},
 		{"claim of another kind", spec(authv1alpha1.UserIdentity, a, "team-a"), Agent(a), Elsewhere},
+		{"user claim in another spelling", spec(authv1alpha1.UserIdentity, "STRAßE", "team-a"), User("strasse"), Ours},
 	}
 	for _, tt := range tests {
 		if got := HoldingOf(tt.claim, tt.id, "team-a"); got != tt.want {
@@ -102,7 +107,10 @@ func TestMayClaim(t *testing.T) {
 		{"older but being deleted", me, []Claimant{{Namespace: "team-a", Name: "x", Created: t0, Deleting: true}}, true},
 		{"same second, namespace order decides", c("team-b", "m", 0), []Claimant{c("team-a", "x", 0)}, false},
 		{"same second, we are first", c("team-a", "m", 0), []Claimant{c("team-b", "x", 0)}, true},
-		{"same second, the one with a key goes first", c("team-a", "m", 0), []Claimant{{Namespace: "team-b", Name: "x", Created: t0, Issued: true}}, false},
+		{"the one holding a key goes first, same second", c("team-a", "m", 0), []Claimant{{Namespace: "team-b", Name: "x", Created: t0, HoldsKey: true}}, false},
+		{"the one holding a key goes first, however young", c("team-a", "old", -time.Hour), []Claimant{{Namespace: "team-b", Name: "x", Created: t0.Add(time.Hour), HoldsKey: true}}, false},
+		{"an older sleeper without a key loses to the holder", Claimant{Namespace: "team-a", Name: "holder", Created: t0, HoldsKey: true}, []Claimant{c("team-b", "sleeper", -24*time.Hour)}, true},
+		{"a holder being deleted claims nothing", me, []Claimant{{Namespace: "team-a", Name: "x", Created: t0, HoldsKey: true, Deleting: true}}, true},
 		{"oldest in our namespace behind a newer elsewhere", me, []Claimant{c("team-b", "old", -time.Hour), c("team-a", "x", 0)}, true},
 	}
 	for _, tt := range tests {

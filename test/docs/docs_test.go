@@ -100,9 +100,9 @@ func TestPathsNamedInDocsExist(t *testing.T) {
 }
 
 func TestCLICommandsNamedInDocsExist(t *testing.T) {
-	known := map[string]bool{"rotate": true, "status": true, "key": true, "check": true, "claims": true}
+	known := map[string]bool{"rotate": true, "status": true, "key": true, "check": true, "claims": true, "claim-name": true}
 	for name, text := range docs(t) {
-		for _, m := range regexp.MustCompile(`kubectl agentcred ([a-z]+)`).FindAllStringSubmatch(text, -1) {
+		for _, m := range regexp.MustCompile(`kubectl agentcred ([a-z-]+)`).FindAllStringSubmatch(text, -1) {
 			if !known[m[1]] {
 				t.Errorf("%s names `kubectl agentcred %s`, which the CLI lacks", name, m[1])
 			}

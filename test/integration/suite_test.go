@@ -30,6 +30,10 @@ import (
 
 const operatorNamespace = harness.OperatorNamespace
 
+// apiAudience is the test kube-apiserver's --api-audiences, which it sends
+// in the TokenReviews it asks agentcred for.
+const apiAudience = "https://kubernetes.default.svc.test"
+
 var (
 	reg       = prometheus.NewRegistry()
 	k8s       client.Client
@@ -69,7 +73,10 @@ func run(m *testing.M) int {
 			e.ControlPlane.GetAPIServer().Configure().
 				Set("authentication-token-webhook-config-file", webhookConfig).
 				Set("authentication-token-webhook-version", "v1").
-				Set("authentication-token-webhook-cache-ttl", "1s")
+				Set("authentication-token-webhook-cache-ttl", "1s").
+				// kube-apiserver asks the webhook to vouch for its API
+				// audiences; agentcred vouches only for those it is told.
+				Set("api-audiences", apiAudience)
 		}},
 		Setup: func(ctx context.Context, env *harness.Env) (func() error, error) {
 			apiConfig, k8s = env.Config, env.Client
@@ -79,6 +86,7 @@ func run(m *testing.M) int {
 			o := harness.OperatorOptions()
 			o.EnableAuthEndpoint = true
 			o.FailureRate = 0
+			o.TokenReviewAudiences = apiAudience
 			_, stop, err := harness.StartOperator(ctx, env.Config, o, operator.Deps{Clock: fakeClock, Registerer: reg, AuthListener: ln})
 			return stop, err
 		},

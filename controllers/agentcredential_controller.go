@@ -40,6 +40,11 @@ const (
 	EventHashRepaired      = "HashRepaired"
 )
 
+// ForeignSecretRecheck is how often a credential blocked by a foreign
+// Secret at its secretName looks again: it issues within this long of the
+// Secret's deletion. One GET per blocked credential per period.
+const ForeignSecretRecheck = 5 * time.Second
+
 // AgentCredentialReconciler issues, hashes and rotates the key of each AgentCredential.
 type AgentCredentialReconciler struct {
 	client.Client
@@ -107,7 +112,9 @@ func (r *AgentCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	}
 	if agent.foreign {
 		r.markSecretConflict(cred)
-		return ctrl.Result{}, nil
+		// The foreign Secret is outside the label-filtered cache: no event
+		// says when its owner deletes it, so look again soon.
+		return ctrl.Result{RequeueAfter: ForeignSecretRecheck}, nil
 	}
 	hash, err := r.getHashSecret(ctx, cred)
 	if err != nil {

@@ -488,3 +488,55 @@ func TestCachedObjectsDropManagedFieldsAndUpdatesKeepThem(t *testing.T) {
 		g.Expect(s.ManagedFields).NotTo(BeEmpty())
 	}).Should(Succeed())
 }
+
+// TestTenantLabelledSecretsAreCachedWithoutData: any tenant can put
+// agentcred's label on its own Secrets; the manager caches their names, not
+// their data, annotations or other labels — and agent Secrets' keys are
+// never in its cache either. (Before the fix the cache held every labelled
+// Secret whole: 150 of ~900 KiB grew the manager by ~190 MiB.)
+func TestTenantLabelledSecretsAreCachedWithoutData(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	big := make([]byte, 512<<10)
+	hostile := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "hostile",
+			Labels:      map[string]string{authv1alpha1.ManagedByLabel: authv1alpha1.ManagedByValue, "padding": "x"},
+			Annotations: map[string]string{"padding": string(make([]byte, 64<<10))}},
+		Data: map[string][]byte{"blob": big},
+	}
+	create(t, hostile)
+	cred := apiKeyCredential(ns, "agent")
+	create(t, cred)
+	waitReady(t, cred)
+	for _, name := range []string{"hostile", "agent"} {
+		c := &corev1.Secret{}
+		g.Eventually(func() error { return cached.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, c) }).Should(Succeed())
+		g.Expect(c.Data).To(BeEmpty(), "%s: data in the manager's cache", name)
+		g.Expect(c.StringData).To(BeEmpty())
+		g.Expect(c.Annotations).To(BeEmpty(), "%s: annotations in the manager's cache", name)
+		g.Expect(c.Labels).NotTo(HaveKey("padding"))
+		g.Expect(c.Labels).To(HaveKeyWithValue(authv1alpha1.ManagedByLabel, authv1alpha1.ManagedByValue))
+	}
+	// Hash Secrets, in the operator namespace, stay whole: the controller
+	// reads its records from them.
+	h := &corev1.Secret{}
+	g.Expect(cached.Get(ctx, hashSecretKey(cred), h)).To(Succeed())
+	g.Expect(h.Data).NotTo(BeEmpty())
+}
+
+// TestSecretConflictRecoversWhenTheSecretGoes: the user deletes the foreign
+// Secret exactly as the condition says; the credential is issued within
+// seconds (the foreign Secret is outside the cache, so nothing else would
+// trigger it until the next resync, hours away).
+func TestSecretConflictRecoversWhenTheSecretGoes(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	foreign := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "taken"}, Data: map[string][]byte{"x": []byte("y")}}
+	create(t, foreign)
+	cred := apiKeyCredential(ns, "taken")
+	create(t, cred)
+	waitCondition(t, cred, metav1.ConditionFalse, authv1alpha1.ReasonSecretConflict)
+	g.Expect(k8s.Delete(ctx, foreign)).To(Succeed())
+	waitReady(t, cred) // within the test timeout, which is longer than controllers.ForeignSecretRecheck
+	g.Expect(agentSecret(t, ns, "taken").Data).To(HaveKey(authv1alpha1.AgentSecretAPIKey))
+}

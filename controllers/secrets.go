@@ -73,18 +73,17 @@ func (r *AgentCredentialReconciler) markSecretConflict(cred *authv1alpha1.AgentC
 			"Delete that Secret or create the credential with another spec.secretName", cred.SecretName()))
 }
 
-// getAgentSecret reads the agent Secret. The cache holds only Secrets
-// labelled as ours, so a miss is checked against the API server: a foreign
-// Secret (or ours with its labels stripped) must not be overwritten blindly.
+// getAgentSecret reads the agent Secret from the API server. The cache
+// holds only the metadata of Secrets labelled as ours (CacheOptions), so
+// the content always comes from the API server, as does any Secret the
+// cache does not know: a foreign Secret (or ours with its labels stripped)
+// must not be overwritten blindly.
 func (r *AgentCredentialReconciler) getAgentSecret(ctx context.Context, cred *authv1alpha1.AgentCredential) (*agentSecret, error) {
 	key := types.NamespacedName{Namespace: cred.Namespace, Name: cred.SecretName()}
 	s := &corev1.Secret{}
-	err := r.Get(ctx, key, s)
+	err := r.APIReader.Get(ctx, key, s)
 	if apierrors.IsNotFound(err) {
-		err = r.APIReader.Get(ctx, key, s)
-		if apierrors.IsNotFound(err) {
-			return &agentSecret{}, nil
-		}
+		return &agentSecret{}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading Secret %s: %w", key.Name, err)

@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"time"
 
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -29,13 +32,26 @@ type SessionKeyRotator struct {
 	// MaxTTL is the longest a session can live.
 	MaxTTL time.Duration
 	Log    logr.Logger
+	// Informers, if set, wake the rotator when the signing-key Secret
+	// changes or is deleted, so a deleted keyring is rewritten within
+	// seconds instead of at the next poll (Every/4).
+	Informers cache.Informers
 }
 
 // NeedLeaderElection is true: one writer.
 func (r *SessionKeyRotator) NeedLeaderElection() bool { return true }
 
-// Start rotates at once, then whenever the newest key is due, until ctx ends.
+// Start rotates at once, then whenever the newest key is due or the
+// signing-key Secret changes, until ctx ends.
 func (r *SessionKeyRotator) Start(ctx context.Context) error {
+	wake := make(chan struct{}, 1)
+	if r.Informers != nil {
+		stop, err := r.watchKeyring(ctx, wake)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	for {
 		wait := r.Every / 4
 		if err := r.RotateOnce(ctx); err != nil {
@@ -46,8 +62,36 @@ func (r *SessionKeyRotator) Start(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-r.Clock.After(wait):
+		case <-wake:
 		}
 	}
+}
+
+// watchKeyring signals wake on every event of the signing-key Secret.
+func (r *SessionKeyRotator) watchKeyring(ctx context.Context, wake chan<- struct{}) (func(), error) {
+	inf, err := r.Informers.GetInformer(ctx, &corev1.Secret{})
+	if err != nil {
+		return nil, fmt.Errorf("watching the session signing-key Secret: %w", err)
+	}
+	signal := func(obj interface{}) {
+		if t, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+			obj = t.Obj
+		}
+		if s, ok := obj.(*corev1.Secret); ok && s.Namespace == r.Namespace && s.Name == session.SecretName {
+			select {
+			case wake <- struct{}{}:
+			default:
+			}
+		}
+	}
+	reg, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		UpdateFunc: func(_, obj interface{}) { signal(obj) },
+		DeleteFunc: signal,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return func() { _ = inf.RemoveEventHandler(reg) }, nil
 }
 
 // RotateOnce brings the signing-key Secret up to date.

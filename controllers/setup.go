@@ -5,7 +5,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -31,13 +33,47 @@ func SecretCacheSelector() labels.Selector {
 // CacheOptions returns the cache options the controller needs. Cached
 // objects drop their managedFields, which the controller never reads (it
 // writes with updates and merge patches) and which are often the largest
-// part of a small object.
-func CacheOptions() cache.Options {
+// part of a small object. Secrets outside the operator namespace are
+// cached as metadata only (stripAgentSecret): any tenant can put our label
+// on its own Secrets, so their data must not land in the manager's memory.
+func CacheOptions(operatorNamespace string) cache.Options {
 	return cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}: {Label: SecretCacheSelector()},
+			&corev1.Secret{}: {Label: SecretCacheSelector(), Transform: stripAgentSecret(operatorNamespace)},
 		},
+	}
+}
+
+// stripAgentSecret reduces a Secret outside the operator namespace to what
+// the controller's watches need — name, UID, resourceVersion, owner
+// references and agentcred's own labels — dropping data, annotations, other
+// labels and managedFields. A tenant labelling a thousand 1 MiB Secrets
+// costs the manager their names, not their contents; the controller reads
+// an agent Secret's content from the API server when it needs it. Hash and
+// session-key Secrets live in the operator namespace, where tenants cannot
+// write, and are kept whole.
+func stripAgentSecret(operatorNamespace string) toolscache.TransformFunc {
+	return func(obj interface{}) (interface{}, error) {
+		s, ok := obj.(*corev1.Secret)
+		if !ok || s.Namespace == operatorNamespace {
+			return cache.TransformStripManagedFields()(obj)
+		}
+		labels := map[string]string{}
+		for _, k := range []string{authv1alpha1.ManagedByLabel, authv1alpha1.CredentialLabel, authv1alpha1.CredentialNamespaceLabel, authv1alpha1.SecretRoleLabel} {
+			if v, ok := s.Labels[k]; ok {
+				labels[k] = v
+			}
+		}
+		return &corev1.Secret{
+			TypeMeta: s.TypeMeta,
+			ObjectMeta: metav1.ObjectMeta{
+				Name: s.Name, Namespace: s.Namespace, UID: s.UID, ResourceVersion: s.ResourceVersion,
+				Generation: s.Generation, CreationTimestamp: s.CreationTimestamp, DeletionTimestamp: s.DeletionTimestamp,
+				OwnerReferences: s.OwnerReferences, Labels: labels,
+			},
+			Type: s.Type,
+		}, nil
 	}
 }
 

@@ -126,7 +126,7 @@ func Run(ctx context.Context, cfg *rest.Config, o *Options) error {
 }
 
 func newManager(cfg *rest.Config, o *Options, deps Deps) (manager.Manager, error) {
-	cacheOptions := controllers.CacheOptions()
+	cacheOptions := controllers.CacheOptions(o.OperatorNamespace)
 	if !o.EnableController && !o.EnableWebhook {
 		// Auth endpoint alone: it reads only the operator namespace.
 		cacheOptions.DefaultNamespaces = map[string]cache.Config{o.OperatorNamespace: {}}
@@ -212,7 +212,7 @@ func setupController(mgr manager.Manager, o *Options, deps Deps) (*controllers.M
 	return metrics, mgr.Add(&controllers.SessionKeyRotator{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Namespace: o.OperatorNamespace,
 		Clock: deps.Clock, Every: o.SessionKeyRotation, MaxTTL: maxSessionTTL,
-		Log: ctrl.Log.WithName("session-keys"),
+		Log: ctrl.Log.WithName("session-keys"), Informers: mgr.GetCache(),
 	})
 }
 

@@ -7,12 +7,15 @@ import (
 
 	. "github.com/onsi/gomega"
 	authnv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
 	"github.com/agrenting/agentcred/internal/credential"
+	"github.com/agrenting/agentcred/internal/session"
 )
 
 func TestAPIKeyLifecycleOverHTTP(t *testing.T) {
@@ -164,4 +167,35 @@ func TestKubeAPIServerAuthenticatesAgentsByKey(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	_, err = cs.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authnv1.SelfSubjectReview{}, metav1.CreateOptions{})
 	g.Expect(err).To(HaveOccurred())
+}
+
+// TestDeletedSessionKeyringIsRewritten: docs/security.md tells operators to
+// reset session signing keys by deleting their Secret. The leader writes a
+// new keyring within seconds (it watches the Secret; the suite's clock is
+// fake, so no poll could do it) and sessions can be minted again; sessions
+// signed with the old keys stop verifying.
+func TestDeletedSessionKeyringIsRewritten(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	cred := &authv1alpha1.AgentCredential{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "keyring-reset"},
+		Spec:       authv1alpha1.AgentCredentialSpec{AgentID: newAgentID()},
+	}
+	g.Expect(k8s.Create(ctx, cred)).To(Succeed())
+	waitReady(t, cred)
+	key := secretValue(t, ns, "keyring-reset", "api-key")
+	old := mint(t, "X-API-Key", key)
+
+	ring := &corev1.Secret{}
+	g.Expect(k8s.Get(ctx, client.ObjectKey{Namespace: operatorNamespace, Name: session.SecretName}, ring)).To(Succeed())
+	g.Expect(k8s.Delete(ctx, ring)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		fresh := &corev1.Secret{}
+		g.Expect(k8s.Get(ctx, client.ObjectKey{Namespace: operatorNamespace, Name: session.SecretName}, fresh)).To(Succeed())
+		g.Expect(fresh.UID).NotTo(Equal(ring.UID))
+		g.Expect(call(t, "POST", "/auth/authenticate", "X-API-Key", key).status).To(Equal(200))
+	}).WithTimeout(5 * time.Second).WithPolling(50 * time.Millisecond).Should(Succeed())
+	g.Eventually(func() int {
+		return call(t, "GET", "/auth/verify", "Authorization", "Bearer "+old.Token).status
+	}).WithTimeout(5*time.Second).Should(Equal(401), "a session signed with a deleted key still verifies")
 }

@@ -1,6 +1,7 @@
 package authserver
 
 import (
+	"container/list"
 	"math"
 	"net"
 	"net/http"
@@ -10,22 +11,30 @@ import (
 	"time"
 )
 
-// FailureLimiter is a token bucket per client address that only failed
-// attempts drain. A client whose bucket is empty gets 429 for its failures;
-// a valid credential is never throttled. With 256-bit keys this is about the
-// cost and noise of hammering, not about guessability.
+// FailureLimiter is a token bucket per client that only failed attempts
+// drain. A client whose bucket is empty gets 429 for its failures; a valid
+// credential is never throttled. With 256-bit keys this is about the cost
+// and noise of hammering, not about guessability.
+//
+// A client is an IPv4 address or an IPv6 /64 (one host usually holds a
+// whole /64, so per-address buckets would give it unlimited fresh ones). At
+// MaxClients buckets the least recently used is evicted, one at a time: an
+// attacker filling the table pushes out only clients quieter than itself,
+// and never resets the buckets of the clients it is racing.
 type FailureLimiter struct {
 	// Rate is how many failures per second refill; Burst is the bucket size.
 	Rate  float64
 	Burst float64
-	// MaxClients bounds memory: past it, fully refilled buckets are dropped.
+	// MaxClients bounds memory.
 	MaxClients int
 
 	mu      sync.Mutex
-	buckets map[netip.Addr]*bucket
+	buckets map[netip.Prefix]*list.Element
+	lru     *list.List // of *bucket, most recently used at the front
 }
 
 type bucket struct {
+	client netip.Prefix
 	tokens float64
 	last   time.Time
 }
@@ -33,7 +42,19 @@ type bucket struct {
 // NewFailureLimiter returns a limiter allowing burst failures at once and
 // rate failures per second after that.
 func NewFailureLimiter(rate float64, burst int) *FailureLimiter {
-	return &FailureLimiter{Rate: rate, Burst: float64(burst), MaxClients: 100000, buckets: map[netip.Addr]*bucket{}}
+	return &FailureLimiter{Rate: rate, Burst: float64(burst), MaxClients: 100000,
+		buckets: map[netip.Prefix]*list.Element{}, lru: list.New()}
+}
+
+// ClientOf is the bucket an address belongs to: the IPv4 address, or the
+// IPv6 /64 it is in.
+func ClientOf(addr netip.Addr) netip.Prefix {
+	addr = addr.Unmap()
+	if addr.Is6() {
+		p, _ := addr.Prefix(64)
+		return p
+	}
+	return netip.PrefixFrom(addr, addr.BitLen())
 }
 
 // Fail records a failed attempt from addr at now. It reports whether the
@@ -42,15 +63,21 @@ func (l *FailureLimiter) Fail(addr netip.Addr, now time.Time) (bool, time.Durati
 	if l == nil || l.Rate <= 0 {
 		return true, 0
 	}
+	client := ClientOf(addr)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	b, ok := l.buckets[addr]
-	if !ok {
-		if len(l.buckets) >= l.MaxClients {
-			l.sweepLocked(now)
+	var b *bucket
+	if e, ok := l.buckets[client]; ok {
+		l.lru.MoveToFront(e)
+		b = e.Value.(*bucket)
+	} else {
+		for len(l.buckets) >= l.MaxClients && l.lru.Len() > 0 {
+			oldest := l.lru.Back()
+			delete(l.buckets, oldest.Value.(*bucket).client)
+			l.lru.Remove(oldest)
 		}
-		b = &bucket{tokens: l.Burst, last: now}
-		l.buckets[addr] = b
+		b = &bucket{client: client, tokens: l.Burst, last: now}
+		l.buckets[client] = l.lru.PushFront(b)
 	}
 	b.tokens = math.Min(l.Burst, b.tokens+now.Sub(b.last).Seconds()*l.Rate)
 	b.last = now
@@ -62,16 +89,11 @@ func (l *FailureLimiter) Fail(addr netip.Addr, now time.Time) (bool, time.Durati
 	return false, wait
 }
 
-func (l *FailureLimiter) sweepLocked(now time.Time) {
-	for a, b := range l.buckets {
-		if b.tokens+now.Sub(b.last).Seconds()*l.Rate >= l.Burst {
-			delete(l.buckets, a)
-		}
-	}
-	if len(l.buckets) >= l.MaxClients {
-		// Everyone is mid-attack: start over rather than grow without bound.
-		clear(l.buckets)
-	}
+// clients is how many buckets the limiter holds.
+func (l *FailureLimiter) clients() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.buckets)
 }
 
 // retryAfterSeconds rounds a wait up to whole seconds for Retry-After.

@@ -3,6 +3,7 @@ package authserver
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -167,6 +168,63 @@ func TestFailedAttemptsAreThrottledPerClient(t *testing.T) {
 	ts.clock.Step(time.Second)
 	if resp, _ := ts.do(t, "GET", "/auth/verify", attacker, ""); resp.StatusCode != 401 {
 		t.Fatalf("after a second: %d, want 401", resp.StatusCode)
+	}
+}
+
+// TestThrottlingHasNoGaps: failed TokenReviews drain the same budget as
+// failed verifications; an IPv6 client cannot get fresh buckets by moving
+// within its /64; a full table evicts the least recently used client only,
+// never resetting the bucket of a client being throttled.
+func TestThrottlingHasNoGaps(t *testing.T) {
+	ts := startServer(t, func(o *Options) { o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")} })
+	review, _ := json.Marshal(authnv1.TokenReview{TypeMeta: metaTypeTokenReview(), Spec: authnv1.TokenReviewSpec{Token: "ak_wrong"}})
+	from := func(addr string) http.Header { return hdr("X-Forwarded-For", addr) }
+	for i := range 3 {
+		if resp, _ := ts.do(t, "POST", "/tokenreview", from("203.0.113.9"), string(review)); resp.StatusCode != 200 {
+			t.Fatalf("review %d: %d, want 200 (unauthenticated) within the burst", i, resp.StatusCode)
+		}
+	}
+	resp, body := ts.do(t, "POST", "/tokenreview", from("203.0.113.9"), string(review))
+	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("failed reviews past the burst: %d %s", resp.StatusCode, body)
+	}
+	good, _ := json.Marshal(authnv1.TokenReview{TypeMeta: metaTypeTokenReview(), Spec: authnv1.TokenReviewSpec{Token: ts.apiKey}})
+	if _, out := ts.do(t, "POST", "/tokenreview", from("203.0.113.9"), string(good)); !strings.Contains(out, `"authenticated":true`) {
+		t.Fatalf("a valid token was throttled: %s", out)
+	}
+	// The same /64, other addresses: one bucket.
+	for i := range 3 {
+		ts.do(t, "GET", "/auth/verify", hdr("X-API-Key", "ak_wrong", "X-Forwarded-For", fmt.Sprintf("2001:db8:1:2::%x", i+1)), "")
+	}
+	if resp, _ := ts.do(t, "GET", "/auth/verify", hdr("X-API-Key", "ak_wrong", "X-Forwarded-For", "2001:db8:1:2:ffff::1"), ""); resp.StatusCode != 429 {
+		t.Fatalf("a fresh address in the same /64 got a fresh bucket: %d", resp.StatusCode)
+	}
+	if resp, _ := ts.do(t, "GET", "/auth/verify", hdr("X-API-Key", "ak_wrong", "X-Forwarded-For", "2001:db8:1:3::1"), ""); resp.StatusCode != 401 {
+		t.Fatalf("another /64 was throttled: %d", resp.StatusCode)
+	}
+}
+
+func TestLimiterEvictsLeastRecentlyUsed(t *testing.T) {
+	l := NewFailureLimiter(1, 2)
+	l.MaxClients = 3
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	victim, attacker := netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("203.0.113.1")
+	l.Fail(victim, now)
+	for range 2 {
+		l.Fail(attacker, now)
+	}
+	if ok, _ := l.Fail(attacker, now); ok {
+		t.Fatal("the attacker's burst did not run out")
+	}
+	// Fresh clients fill the table; the attacker keeps failing, so it stays.
+	for i := range 10 {
+		l.Fail(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), now)
+		if ok, _ := l.Fail(attacker, now); ok {
+			t.Fatalf("filling the table un-throttled the attacker (after %d fresh clients)", i+1)
+		}
+	}
+	if n := l.clients(); n > 3 {
+		t.Fatalf("%d buckets, want at most 3", n)
 	}
 }
 

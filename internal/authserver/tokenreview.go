@@ -1,6 +1,7 @@
 package authserver
 
 import (
+	"strconv"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -34,8 +35,11 @@ const maxTokenReviewBody = 64 << 10
 
 // handleTokenReview implements Kubernetes webhook token authentication
 // (authentication.k8s.io/v1), so kube-apiserver can authenticate agents by
-// their keys. Failed reviews are not throttled: the caller is the API
-// server, which caches answers.
+// their keys. Failed reviews drain the caller's failure budget like failed
+// verifications (a caller probing keys through /tokenreview is throttled
+// too); past it a failed review is answered 429 with Retry-After, which the
+// API server treats as "not authenticated". Valid tokens are never
+// throttled.
 func (s *Server) handleTokenReview(w http.ResponseWriter, r *http.Request) outcome {
 	var review authnv1.TokenReview
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxTokenReviewBody+1))
@@ -47,9 +51,14 @@ func (s *Server) handleTokenReview(w http.ResponseWriter, r *http.Request) outco
 		TypeMeta:   metav1.TypeMeta{APIVersion: authnv1.SchemeGroupVersion.String(), Kind: "TokenReview"},
 		ObjectMeta: metav1.ObjectMeta{UID: review.UID},
 	}
-	id, verr := s.verifier.VerifyToken(strings.TrimSpace(review.Spec.Token), s.opts.Clock.Now())
+	now := s.opts.Clock.Now()
+	id, verr := s.verifier.VerifyToken(strings.TrimSpace(review.Spec.Token), now)
 	method := MethodNone
 	if verr != nil {
+		if ok, wait := s.limiter.Fail(ClientAddress(r, s.opts.TrustedProxies), now); !ok {
+			w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(wait)))
+			return s.writeError(w, ErrRateLimited)
+		}
 		out.Status.Error = verr.Message
 	} else {
 		method = id.Method

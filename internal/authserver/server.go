@@ -14,6 +14,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/net/netutil"
+	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
+
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/utils/clock"
@@ -36,8 +39,12 @@ type Options struct {
 	Addr string
 	// Listener, if set, is used instead of listening on Addr (tests).
 	Listener net.Listener
-	// TLSCertFile and TLSKeyFile switch on TLS when both are set.
+	// TLSCertFile and TLSKeyFile switch on TLS when both are set. The
+	// files are watched: a renewed certificate is served without a restart.
 	TLSCertFile, TLSKeyFile string
+	// MaxConnections bounds concurrent connections (0: DefaultMaxConnections),
+	// so a flood of slow or idle clients cannot exhaust a small pod's memory.
+	MaxConnections int
 	// SessionTTL is the lifetime of minted sessions, capped per credential by spec.sessionTTL.
 	SessionTTL time.Duration
 	// TrustedProxies may set X-Forwarded-For.
@@ -53,6 +60,9 @@ type Options struct {
 	// Registerer receives the server's metrics (nil: not registered).
 	Registerer prometheus.Registerer
 }
+
+// DefaultMaxConnections is the default bound on concurrent connections.
+const DefaultMaxConnections = 2048
 
 // Server is the auth HTTP endpoint. It is a controller-runtime Runnable that
 // runs on every replica, leader or not.
@@ -116,15 +126,25 @@ func (s *Server) Start(ctx context.Context) error {
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      10 * time.Second,
-		IdleTimeout:       120 * time.Second,
+		IdleTimeout:       30 * time.Second,
 		MaxHeaderBytes:    32 << 10,
 	}
+	maxConns := s.opts.MaxConnections
+	if maxConns <= 0 {
+		maxConns = DefaultMaxConnections
+	}
+	ln = netutil.LimitListener(ln, maxConns)
 	if s.opts.TLSCertFile != "" && s.opts.TLSKeyFile != "" {
-		cert, err := tls.LoadX509KeyPair(s.opts.TLSCertFile, s.opts.TLSKeyFile)
+		watcher, err := certwatcher.New(s.opts.TLSCertFile, s.opts.TLSKeyFile)
 		if err != nil {
 			return fmt.Errorf("auth endpoint TLS: %w", err)
 		}
-		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+		go func() {
+			if err := watcher.Start(ctx); err != nil {
+				s.opts.Log.Error(err, "Stopped watching the auth endpoint's TLS certificate")
+			}
+		}()
+		ln = tls.NewListener(ln, &tls.Config{GetCertificate: watcher.GetCertificate, MinVersion: tls.VersionTLS12})
 	}
 	s.opts.Log.Info("Serving auth endpoint", "address", ln.Addr().String(), "tls", s.opts.TLSCertFile != "")
 	errc := make(chan error, 1)

@@ -281,6 +281,11 @@ func (v *Verifier) verifySession(token, agentID string, now time.Time) (Identity
 	if !ok || e.Current.KeyID() != claims.KeyID || !e.HasAgent(claims.AgentID) {
 		return Identity{}, ErrRevokedSession
 	}
+	// spec.sessionTTL applies to sessions already minted: lowering it
+	// shortens them (they were minted under the old cap).
+	if e.SessionTTL > 0 && !now.Before(claims.IssuedAt.Add(e.SessionTTL)) {
+		return Identity{}, ErrExpiredSession
+	}
 	if agentID != "" && agentID != claims.AgentID {
 		return Identity{}, ErrAgentNotPermitted
 	}

@@ -26,6 +26,9 @@ type fixture struct {
 	apiKey, oldAPIKey, pendingKey  string
 	userToken, multiToken, revoked string
 	session, expired, otherAgent   string
+	// cappedSession was minted a minute ago by a credential whose
+	// spec.sessionTTL has since been lowered to one minute.
+	cappedSession string
 	rotatedSession, foreignSession string
 }
 
@@ -64,6 +67,11 @@ func newFixture(t testing.TB) *fixture {
 		Credential: "team-a/alice", Type: "UserToken", AgentIDs: []string{agentA, strings.ToUpper(agentB)}, User: "alice@example.com",
 		Current: hashsecret.Entry{Digest: credential.DigestOf(f.multiToken)},
 	}))
+	cappedKey := mustGenerate(t, credential.APIKey)
+	idx.Put(EntryFromRecord(&hashsecret.Record{
+		Credential: "team-a/capped", Type: "APIKey", AgentIDs: []string{agentA}, SessionTTL: time.Minute,
+		Current: hashsecret.Entry{Digest: credential.DigestOf(cappedKey)},
+	}))
 	ring := &session.Keyring{Keys: []session.Key{signing}}
 	f.verifier = &Verifier{Index: idx, Keyring: func() *session.Keyring { return ring }}
 	mint := func(agent, keyID, cred string, exp time.Time, key session.Key) string {
@@ -77,6 +85,7 @@ func newFixture(t testing.TB) *fixture {
 	f.expired = mint(agentA, credential.KeyID(f.apiKey), "team-a/billing", now, signing)
 	f.otherAgent = mint(agentC, credential.KeyID(f.apiKey), "team-a/billing", now.Add(time.Hour), signing)
 	f.rotatedSession = mint(agentA, credential.KeyID(f.oldAPIKey), "team-a/billing", now.Add(time.Hour), signing)
+	f.cappedSession = mint(agentA, credential.KeyID(cappedKey), "team-a/capped", now.Add(time.Hour), signing)
 	f.foreignSession = mint(agentA, credential.KeyID(f.apiKey), "team-a/billing", now.Add(time.Hour),
 		session.Key{ID: "05060708", Secret: []byte("ffffffffffffffffffffffffffffffff"), ExpiresAt: now.Add(time.Hour)})
 	return f
@@ -146,6 +155,7 @@ func TestVerify(t *testing.T) {
 		{"session with another agent", hdr("Authorization", "Bearer "+f.session, "X-Agent-ID", agentB), ErrAgentNotPermitted, "", ""},
 		{"expired session", hdr("Authorization", "Bearer "+f.expired), ErrExpiredSession, "", ""},
 		{"session of a rotated key", hdr("Authorization", "Bearer "+f.rotatedSession), ErrRevokedSession, "", ""},
+		{"session older than a lowered spec.sessionTTL", hdr("Authorization", "Bearer "+f.cappedSession), ErrExpiredSession, "", ""},
 		{"session for an agent the credential lacks", hdr("Authorization", "Bearer "+f.otherAgent), ErrRevokedSession, "", ""},
 		{"session signed with an unknown key", hdr("Authorization", "Bearer "+f.foreignSession), ErrInvalidCredentials, "", ""},
 		{"truncated session", hdr("Authorization", "Bearer "+f.session[:40]), ErrInvalidCredentials, "", ""},

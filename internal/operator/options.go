@@ -60,6 +60,7 @@ type Options struct {
 	AuthAddr           string
 	AuthTLSCertFile    string
 	AuthTLSKeyFile     string
+	AuthMaxConnections int
 	SessionTTL         time.Duration
 	SessionKeyRotation time.Duration
 	// TrustedProxies are comma-separated CIDRs.
@@ -92,6 +93,7 @@ func DefaultOptions() Options {
 		WebhookServiceName:      "agentcred-webhook-service",
 		WebhookConfigName:       "agentcred-validating-webhook-configuration",
 		AuthAddr:                ":8082",
+		AuthMaxConnections:      2048,
 		SessionTTL:              time.Hour,
 		SessionKeyRotation:      24 * time.Hour,
 		FailureRate:             1,
@@ -126,6 +128,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.AuthAddr, "auth-bind-address", o.AuthAddr, "Address of the auth endpoint.")
 	fs.StringVar(&o.AuthTLSCertFile, "auth-tls-cert-file", o.AuthTLSCertFile, "Serve the auth endpoint over TLS with this certificate (and --auth-tls-key-file).")
 	fs.StringVar(&o.AuthTLSKeyFile, "auth-tls-key-file", o.AuthTLSKeyFile, "Private key for --auth-tls-cert-file.")
+	fs.IntVar(&o.AuthMaxConnections, "auth-max-connections", o.AuthMaxConnections, "Concurrent connections the auth endpoint accepts; more wait in the listen backlog.")
 	fs.DurationVar(&o.SessionTTL, "session-ttl", o.SessionTTL, "Lifetime of session tokens (at most 24h); spec.sessionTTL caps it per credential.")
 	fs.DurationVar(&o.SessionKeyRotation, "session-key-rotation", o.SessionKeyRotation, "How often a new session signing key takes over.")
 	fs.StringVar(&o.TokenReviewAudiences, "tokenreview-audiences", o.TokenReviewAudiences,
@@ -150,6 +153,8 @@ func (o *Options) Complete() error {
 	switch {
 	case o.MaxConcurrentReconciles < 1:
 		return errors.New("--max-concurrent-reconciles must be at least 1")
+	case o.AuthMaxConnections < 1:
+		return errors.New("--auth-max-connections must be at least 1")
 	case o.MaxClaimsPerNamespace < 0:
 		return errors.New("--max-claims-per-namespace must not be negative")
 	case o.ClaimHold < time.Minute:

@@ -1,5 +1,11 @@
 package controllers
 
+// Metrics are served only to callers the API server authenticates and
+// authorizes (--metrics-secure), which takes TokenReviews and
+// SubjectAccessReviews:
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
+
 import (
 	"context"
 	"time"

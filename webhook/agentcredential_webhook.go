@@ -29,8 +29,10 @@ const Path = "/validate-auth-agrenting-io-v1alpha1-agentcredential"
 // RecommendedMaxPeriod is the platform's recommended rotation period.
 const RecommendedMaxPeriod = authv1alpha1.DefaultRotationPeriod
 
-// The self-signed certificate rotation (cert-controller) injects the CA bundle:
-// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingwebhookconfigurations,verbs=get;list;watch;update;patch
+// The self-signed certificate rotation (cert-controller) injects the CA
+// bundle into agentcred's webhook configuration only; it watches them all.
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingwebhookconfigurations,verbs=list;watch
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingwebhookconfigurations,verbs=get;update;patch,resourceNames=agentcred-validating-webhook-configuration
 
 // +kubebuilder:webhook:path=/validate-auth-agrenting-io-v1alpha1-agentcredential,mutating=false,failurePolicy=fail,sideEffects=None,groups=auth.agrenting.io,resources=agentcredentials,verbs=create;update,versions=v1alpha1,name=vagentcredential.auth.agrenting.io,admissionReviewVersions=v1,timeoutSeconds=5
 

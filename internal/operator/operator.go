@@ -29,6 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
@@ -133,7 +134,7 @@ func newManager(cfg *rest.Config, o *Options, deps Deps) (manager.Manager, error
 	}
 	opts := ctrl.Options{
 		Scheme:                  Scheme(),
-		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
+		Metrics:                 metricsOptions(o),
 		HealthProbeBindAddress:  o.ProbeAddr,
 		PprofBindAddress:        o.PprofAddr,
 		LeaderElection:          o.LeaderElect,
@@ -148,6 +149,19 @@ func newManager(cfg *rest.Config, o *Options, deps Deps) (manager.Manager, error
 	return ctrl.NewManager(cfg, opts)
 }
 
+// metricsOptions serves metrics over HTTPS to callers the API server
+// authenticates and authorizes (as kubebuilder scaffolds do), unless
+// --metrics-secure=false.
+func metricsOptions(o *Options) metricsserver.Options {
+	if !o.MetricsSecure {
+		return metricsserver.Options{BindAddress: o.MetricsAddr}
+	}
+	return metricsserver.Options{
+		BindAddress: o.MetricsAddr, SecureServing: true,
+		FilterProvider: filters.WithAuthenticationAndAuthorization,
+	}
+}
+
 // setupWebhook registers the admission webhook once its serving certificate
 // exists. With self-signed certificates, cert-controller makes a CA and a
 // serving certificate in a Secret, keeps them fresh and injects the CA into
@@ -156,7 +170,7 @@ func setupWebhook(mgr manager.Manager, o *Options) error {
 	certsReady := make(chan struct{})
 	if o.WebhookCertManagement == SelfSignedCerts {
 		err := rotator.AddRotator(mgr, &rotator.CertRotator{
-			SecretKey:             types.NamespacedName{Namespace: o.OperatorNamespace, Name: "agentcred-webhook-server-cert"},
+			SecretKey:             types.NamespacedName{Namespace: o.WebhookCertNamespace, Name: "agentcred-webhook-server-cert"},
 			CertDir:               o.WebhookCertDir,
 			CAName:                "agentcred-ca",
 			CAOrganization:        "agentcred",

@@ -35,6 +35,9 @@ const maxSessionTTL = 24 * time.Hour
 // and the local runner set fields directly, then call Complete.
 type Options struct {
 	MetricsAddr             string
+	// MetricsSecure serves metrics over HTTPS to callers that the API
+	// server authenticates (TokenReview) and authorizes (get /metrics).
+	MetricsSecure bool
 	PprofAddr               string
 	ProbeAddr               string
 	LeaderElect             bool
@@ -54,6 +57,11 @@ type Options struct {
 	WebhookPort           int
 	WebhookCertDir        string
 	WebhookCertManagement string
+	// WebhookCertNamespace holds the self-signed webhook CA and serving
+	// certificate Secret (default: the operator namespace). The default
+	// install puts it apart, so the auth endpoint, which reads Secrets in
+	// the operator namespace, cannot read the webhook's CA key.
+	WebhookCertNamespace string
 	WebhookServiceName    string
 	WebhookConfigName     string
 
@@ -78,6 +86,7 @@ type Options struct {
 func DefaultOptions() Options {
 	return Options{
 		MetricsAddr:             ":8080",
+		MetricsSecure:           true,
 		PprofAddr:               "0",
 		ProbeAddr:               ":8081",
 		MaxConcurrentReconciles: 4,
@@ -104,6 +113,8 @@ func DefaultOptions() Options {
 // BindFlags defines a flag for every option on fs, defaulting to o's values.
 func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", o.MetricsAddr, "Address of the Prometheus metrics endpoint; 0 disables it.")
+	fs.BoolVar(&o.MetricsSecure, "metrics-secure", o.MetricsSecure,
+		"Serve metrics over HTTPS, only to callers authenticated and authorized by the API server (RBAC: get on the /metrics non-resource URL); false serves plain HTTP to anyone (local use).")
 	fs.StringVar(&o.ProbeAddr, "health-probe-bind-address", o.ProbeAddr, "Address of /healthz and /readyz.")
 	fs.StringVar(&o.PprofAddr, "pprof-bind-address", o.PprofAddr, "Address of the Go profiler (/debug/pprof/); 0 disables it. Bind it to loopback: it is unauthenticated.")
 	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect, "Elect a leader so that only one replica runs the controller.")
@@ -123,6 +134,8 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.WebhookCertDir, "webhook-cert-dir", o.WebhookCertDir, "Directory with the webhook's tls.crt and tls.key.")
 	fs.StringVar(&o.WebhookCertManagement, "webhook-cert-management", o.WebhookCertManagement,
 		"self-signed: agentcred makes and rotates its own CA and serving certificate and injects the CA into the webhook configuration; external: the certificate in --webhook-cert-dir comes from elsewhere (cert-manager).")
+	fs.StringVar(&o.WebhookCertNamespace, "webhook-cert-namespace", o.WebhookCertNamespace,
+		"Namespace of the self-signed webhook certificate Secret (default: the operator namespace); keep it apart from the Secrets the auth endpoint may read.")
 	fs.StringVar(&o.WebhookServiceName, "webhook-service-name", o.WebhookServiceName, "Service in front of the webhook (the serving certificate's DNS name).")
 	fs.StringVar(&o.WebhookConfigName, "webhook-configuration-name", o.WebhookConfigName, "ValidatingWebhookConfiguration to inject the CA into.")
 	fs.StringVar(&o.AuthAddr, "auth-bind-address", o.AuthAddr, "Address of the auth endpoint.")
@@ -146,6 +159,9 @@ func (o *Options) Complete() error {
 	}
 	if o.OperatorNamespace == "" {
 		o.OperatorNamespace = DefaultOperatorNamespace
+	}
+	if o.WebhookCertNamespace == "" {
+		o.WebhookCertNamespace = o.OperatorNamespace
 	}
 	if o.IdentityClaims == "" {
 		o.IdentityClaims = tenancy.FirstUse

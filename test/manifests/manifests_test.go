@@ -113,7 +113,7 @@ func TestEveryKustomizationPassesServerSideDryRun(t *testing.T) {
 	stubCRD(t, "cert-manager.io", "Issuer", "issuers")
 	stubCRD(t, "monitoring.coreos.com", "ServiceMonitor", "servicemonitors")
 	ensureNamespace(t, operatorNamespace)
-	for _, dir := range []string{"default", "overlays/cert-manager", "overlays/auth-only", "overlays/prometheus", "crd"} {
+	for _, dir := range []string{"default", "overlays/cert-manager", "overlays/prometheus", "crd"} {
 		t.Run(dir, func(t *testing.T) {
 			objs := render(t, dir)
 			if len(objs) == 0 {
@@ -141,23 +141,48 @@ func TestDefaultInstallShape(t *testing.T) {
 			g.Expect(o.GetNamespace()).To(Equal(operatorNamespace), "%s %s", o.GetKind(), o.GetName())
 		}
 	}
-	g.Expect(byKind["Deployment"]).To(HaveLen(1))
-	d := byKind["Deployment"][0]
-	g.Expect(d.GetName()).To(Equal("agentcred-controller-manager"))
-	replicas, _, _ := unstructured.NestedInt64(d.Object, "spec", "replicas")
-	g.Expect(replicas).To(BeEquivalentTo(2))
-	containers, _, _ := unstructured.NestedSlice(d.Object, "spec", "template", "spec", "containers")
-	c := containers[0].(map[string]interface{})
-	g.Expect(c["args"]).To(ContainElement("--leader-elect"))
-	sc := c["securityContext"].(map[string]interface{})
-	g.Expect(sc["readOnlyRootFilesystem"]).To(BeTrue())
-	g.Expect(sc["allowPrivilegeEscalation"]).To(BeFalse())
-	g.Expect(c["resources"]).To(HaveKey("limits"))
-	g.Expect(c["livenessProbe"]).NotTo(BeNil())
-	g.Expect(c["readinessProbe"]).NotTo(BeNil())
-	seccomp, _, _ := unstructured.NestedString(d.Object, "spec", "template", "spec", "securityContext", "seccompProfile", "type")
-	g.Expect(seccomp).To(Equal("RuntimeDefault"))
-	g.Expect(byKind["PodDisruptionBudget"]).To(HaveLen(1))
+	// Two Deployments: the controller + webhook with the write RBAC, and the
+	// network-facing auth endpoint on its own read-only ServiceAccount.
+	deployments := map[string]*unstructured.Unstructured{}
+	for _, d := range byKind["Deployment"] {
+		deployments[d.GetName()] = d
+	}
+	g.Expect(deployments).To(HaveLen(2))
+	g.Expect(deployments).To(HaveKey("agentcred-controller-manager"))
+	g.Expect(deployments).To(HaveKey("agentcred-auth"))
+	wantArgs := map[string][]string{
+		"agentcred-controller-manager": {"--leader-elect", "--enable-auth-endpoint=false", "--metrics-secure", "--webhook-cert-namespace=" + webhookCertNamespace},
+		"agentcred-auth":               {"--enable-controller=false", "--enable-webhook=false", "--metrics-secure"},
+	}
+	wantSA := map[string]string{"agentcred-controller-manager": "agentcred-controller-manager", "agentcred-auth": "agentcred-auth"}
+	for name, d := range deployments {
+		replicas, _, _ := unstructured.NestedInt64(d.Object, "spec", "replicas")
+		g.Expect(replicas).To(BeEquivalentTo(2), name)
+		sa, _, _ := unstructured.NestedString(d.Object, "spec", "template", "spec", "serviceAccountName")
+		g.Expect(sa).To(Equal(wantSA[name]))
+		containers, _, _ := unstructured.NestedSlice(d.Object, "spec", "template", "spec", "containers")
+		c := containers[0].(map[string]interface{})
+		for _, a := range wantArgs[name] {
+			g.Expect(c["args"]).To(ContainElement(a), name)
+		}
+		sc := c["securityContext"].(map[string]interface{})
+		g.Expect(sc["readOnlyRootFilesystem"]).To(BeTrue())
+		g.Expect(sc["allowPrivilegeEscalation"]).To(BeFalse())
+		g.Expect(c["resources"]).To(HaveKey("limits"))
+		g.Expect(c["livenessProbe"]).NotTo(BeNil())
+		g.Expect(c["readinessProbe"]).NotTo(BeNil())
+		seccomp, _, _ := unstructured.NestedString(d.Object, "spec", "template", "spec", "securityContext", "seccompProfile", "type")
+		g.Expect(seccomp).To(Equal("RuntimeDefault"))
+	}
+	g.Expect(byKind["PodDisruptionBudget"]).To(HaveLen(2))
+	g.Expect(byKind["HorizontalPodAutoscaler"]).To(HaveLen(1))
+	target, _, _ := unstructured.NestedString(byKind["HorizontalPodAutoscaler"][0].Object, "spec", "scaleTargetRef", "name")
+	g.Expect(target).To(Equal("agentcred-auth"))
+	namespaces := map[string]bool{}
+	for _, n := range byKind["Namespace"] {
+		namespaces[n.GetName()] = true
+	}
+	g.Expect(namespaces).To(Equal(map[string]bool{operatorNamespace: true, webhookCertNamespace: true}))
 
 	vwc := byKind["ValidatingWebhookConfiguration"]
 	g.Expect(vwc).To(HaveLen(1))
@@ -175,6 +200,13 @@ func TestDefaultInstallShape(t *testing.T) {
 	g.Expect(names).To(HaveKey("agentcred-webhook-service"))
 	g.Expect(names).To(HaveKey("agentcred-auth"))
 	g.Expect(names).To(HaveKey("agentcred-metrics"))
+	g.Expect(names).To(HaveKey("agentcred-auth-metrics"))
+	for _, svc := range byKind["Service"] {
+		if svc.GetName() == "agentcred-auth" {
+			sel, _, _ := unstructured.NestedStringMap(svc.Object, "spec", "selector")
+			g.Expect(sel).To(HaveKeyWithValue("app.kubernetes.io/component", "auth"), "the auth Service must select the auth Deployment")
+		}
+	}
 }
 
 // applyRBAC creates (for real) the RBAC objects a kustomization renders.

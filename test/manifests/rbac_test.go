@@ -22,9 +22,11 @@ import (
 )
 
 const (
-	timeoutDuration = 15 * time.Second
-	managerSA       = "system:serviceaccount:agentcred-system:agentcred-controller-manager"
-	authSA          = "system:serviceaccount:agentcred-system:agentcred-auth"
+	// webhookCertNamespace holds the webhook's CA in the default install.
+	webhookCertNamespace = "agentcred-webhook-certs"
+	timeoutDuration      = 15 * time.Second
+	managerSA            = "system:serviceaccount:agentcred-system:agentcred-controller-manager"
+	authSA               = "system:serviceaccount:agentcred-system:agentcred-auth"
 )
 
 func isAlreadyExists(err error) bool { return apierrors.IsAlreadyExists(err) }
@@ -35,11 +37,12 @@ func impersonating(user string) *rest.Config {
 	return cfg
 }
 
-func TestAuthOnlyServiceAccountReadsOnlyTheOperatorNamespace(t *testing.T) {
+func TestAuthServiceAccountReadsOnlyTheOperatorNamespace(t *testing.T) {
 	g := NewWithT(t)
 	ensureNamespace(t, operatorNamespace)
 	ensureNamespace(t, "team-a")
-	applyRBAC(t, "overlays/auth-only")
+	ensureNamespace(t, webhookCertNamespace)
+	applyRBAC(t, "default")
 	hash := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: operatorNamespace, Name: "agentcred-hash-test",
 		Labels: map[string]string{authv1alpha1.ManagedByLabel: "agentcred", authv1alpha1.SecretRoleLabel: authv1alpha1.SecretRoleKeyHash}}}
 	agent := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "agent-key"}, Data: map[string][]byte{"api-key": []byte("ak_x")}}
@@ -61,6 +64,14 @@ func TestAuthOnlyServiceAccountReadsOnlyTheOperatorNamespace(t *testing.T) {
 		g.Expect(can(t, authSA, verb, "", "secrets", operatorNamespace, "")).To(BeFalse(), "auth-only may not %s Secrets", verb)
 	}
 	g.Expect(can(t, authSA, "list", "auth.agrenting.io", "agentcredentials", "", "")).To(BeFalse())
+	// The webhook's CA and serving key live apart, out of its reach.
+	for _, verb := range []string{"get", "list", "watch"} {
+		g.Expect(can(t, authSA, verb, "", "secrets", webhookCertNamespace, "agentcred-webhook-server-cert")).To(BeFalse(), "auth may not %s the webhook's certificate", verb)
+	}
+	g.Expect(can(t, authSA, "list", "auth.agrenting.io", "identityclaims", "", "")).To(BeFalse())
+	// It may ask the API server who a metrics scraper is and what it may do.
+	g.Expect(can(t, authSA, "create", "authentication.k8s.io", "tokenreviews", "", "")).To(BeTrue())
+	g.Expect(can(t, authSA, "create", "authorization.k8s.io", "subjectaccessreviews", "", "")).To(BeTrue())
 }
 
 func TestManagerServiceAccountHasWhatItNeedsAndNoMore(t *testing.T) {
@@ -74,7 +85,9 @@ func TestManagerServiceAccountHasWhatItNeedsAndNoMore(t *testing.T) {
 		{"patch", "auth.agrenting.io", "agentcredentials/status", "team-a"},
 		{"create", "events.k8s.io", "events", "team-a"},
 		{"update", "coordination.k8s.io", "leases", operatorNamespace},
-		{"update", "admissionregistration.k8s.io", "validatingwebhookconfigurations", ""},
+		{"get", "", "secrets", webhookCertNamespace}, {"create", "", "secrets", webhookCertNamespace}, {"update", "", "secrets", webhookCertNamespace},
+		{"create", "auth.agrenting.io", "identityclaims", ""}, {"update", "auth.agrenting.io", "identityclaims", ""}, {"delete", "auth.agrenting.io", "identityclaims", ""},
+		{"create", "authentication.k8s.io", "tokenreviews", ""}, {"create", "authorization.k8s.io", "subjectaccessreviews", ""},
 	}
 	for _, a := range allowed {
 		g.Expect(can(t, managerSA, a.verb, a.group, a.resource, a.ns, "")).To(BeTrue(), "manager needs %s %s/%s in %q", a.verb, a.group, a.resource, a.ns)
@@ -90,6 +103,9 @@ func TestManagerServiceAccountHasWhatItNeedsAndNoMore(t *testing.T) {
 	for _, d := range denied {
 		g.Expect(can(t, managerSA, d.verb, d.group, d.resource, d.ns, "")).To(BeFalse(), "manager must not %s %s/%s in %q", d.verb, d.group, d.resource, d.ns)
 	}
+	// It updates its own webhook configuration and no other.
+	g.Expect(can(t, managerSA, "update", "admissionregistration.k8s.io", "validatingwebhookconfigurations", "", "agentcred-validating-webhook-configuration")).To(BeTrue())
+	g.Expect(can(t, managerSA, "update", "admissionregistration.k8s.io", "validatingwebhookconfigurations", "", "someone-elses")).To(BeFalse())
 
 	// The proof that it suffices: run the controller as that ServiceAccount.
 	cfg := impersonating(managerSA)

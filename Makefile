@@ -81,6 +81,10 @@ test: manifests generate fmt vet ## Run every test, integration tests included, 
 test-short: ## The inner loop: every test that needs no control plane (pure packages, fake-client tables), in about a minute.
 	go test -short -count=1 ./...
 
+.PHONY: mutate
+mutate: ## Mutation-test the pure packages (gremlins, pinned) in a temporary copy; fails below 95% efficacy / 90% coverage. PKGS="internal/tenancy ..." to pick.
+	hack/mutate.sh $(PKGS)
+
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each (default 10s).
 	hack/fuzz.sh $${FUZZTIME:-10s}

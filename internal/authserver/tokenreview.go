@@ -1,11 +1,11 @@
 package authserver
 
 import (
-	"strconv"
 	"encoding/json"
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 

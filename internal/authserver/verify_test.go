@@ -28,7 +28,7 @@ type fixture struct {
 	session, expired, otherAgent   string
 	// cappedSession was minted a minute ago by a credential whose
 	// spec.sessionTTL has since been lowered to one minute.
-	cappedSession string
+	cappedSession                  string
 	rotatedSession, foreignSession string
 }
 

@@ -244,7 +244,7 @@ func setupAuthEndpoint(mgr manager.Manager, o *Options, deps Deps) (*authserver.
 	index, err := authserver.AddToManager(mgr, clientset, o.OperatorNamespace, authserver.Options{
 		Addr: o.AuthAddr, Listener: deps.AuthListener, TLSCertFile: o.AuthTLSCertFile, TLSKeyFile: o.AuthTLSKeyFile,
 		MaxConnections: o.AuthMaxConnections,
-		SessionTTL: o.SessionTTL, TrustedProxies: proxies, TokenReviewAudiences: splitList(o.TokenReviewAudiences),
+		SessionTTL:     o.SessionTTL, TrustedProxies: proxies, TokenReviewAudiences: splitList(o.TokenReviewAudiences),
 		FailureRate: o.FailureRate, FailureBurst: o.FailureBurst,
 		Clock: deps.Clock, Log: ctrl.Log.WithName("auth"), Registerer: deps.Registerer,
 	})

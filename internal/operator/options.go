@@ -34,10 +34,10 @@ const maxSessionTTL = 24 * time.Hour
 // Options configure the process. Each field is a flag (BindFlags); tests
 // and the local runner set fields directly, then call Complete.
 type Options struct {
-	MetricsAddr             string
+	MetricsAddr string
 	// MetricsSecure serves metrics over HTTPS to callers that the API
 	// server authenticates (TokenReview) and authorizes (get /metrics).
-	MetricsSecure bool
+	MetricsSecure           bool
 	PprofAddr               string
 	ProbeAddr               string
 	LeaderElect             bool
@@ -62,8 +62,8 @@ type Options struct {
 	// install puts it apart, so the auth endpoint, which reads Secrets in
 	// the operator namespace, cannot read the webhook's CA key.
 	WebhookCertNamespace string
-	WebhookServiceName    string
-	WebhookConfigName     string
+	WebhookServiceName   string
+	WebhookConfigName    string
 
 	AuthAddr           string
 	AuthTLSCertFile    string

@@ -27,7 +27,10 @@ failed=0
 summary=""
 for pkg in "${packages[@]}"; do
   echo "== $pkg"
-  out=$("$bin" unleash "./$pkg" --workers 2 --timeout-coefficient 5 2>&1) || true
+  # layout.go holds constant expressions (never covered by Go coverage);
+  # source.go is the Kubernetes informer side, tested against a real API
+  # server in test/integration, not by the package's own tests.
+  out=$("$bin" unleash "./$pkg" --workers 2 --timeout-coefficient 5 --exclude-files 'layout\.go$' --exclude-files 'source\.go$' 2>&1) || true
   echo "$out" | grep -E "LIVED|NOT COVERED|TIMED OUT" || true
   eff=$(echo "$out" | sed -n 's/^Test efficacy: \([0-9.]*\)%.*/\1/p')
   cov=$(echo "$out" | sed -n 's/^Mutator coverage: \([0-9.]*\)%.*/\1/p')

@@ -90,16 +90,16 @@ func extractCredential(h http.Header) (presented, *Error) {
 	if err != nil {
 		return presented{}, err
 	}
-	switch {
-	case apiKey != "" && hasBearer:
+	if apiKey != "" && hasBearer {
 		return presented{}, ErrConflictingCredentials
-	case apiKey != "":
-		return presented{token: apiKey, viaAPIKeyHeader: true}, nil
-	case hasBearer:
-		return presented{token: bearer}, nil
-	default:
-		return presented{}, ErrMissingCredentials
 	}
+	if apiKey != "" {
+		return presented{token: apiKey, viaAPIKeyHeader: true}, nil
+	}
+	if hasBearer {
+		return presented{token: bearer}, nil
+	}
+	return presented{}, ErrMissingCredentials
 }
 
 // apiKeyHeader reads X-API-Key and its alias Api-Key. Repeating a header, or

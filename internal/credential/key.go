@@ -40,16 +40,6 @@ const (
 	SessionPrefix   = "as_"
 )
 
-const (
-	prefixLen   = 3
-	randomLen   = 43 // 43 base62 digits carry 256.03 bits.
-	checksumLen = 6  // 62^6 > 2^32, so any CRC32 fits.
-	// KeyLen is the length of every API key and user token.
-	KeyLen = prefixLen + randomLen + checksumLen
-	// KeyIDLen is the length of a keyID in hex characters.
-	KeyIDLen = 12
-)
-
 const base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 // Errors returned by Parse. They never include the input.

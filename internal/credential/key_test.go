@@ -71,6 +71,21 @@ func TestGenerateUsesEveryDigitAndOnlyBase62(t *testing.T) {
 	}
 }
 
+// TestGenerateSkipsBiasedBytes: bytes 248..255 would make the low digits
+// likelier (248 = 4*62), so the sampler skips them — exactly from 248 on
+// (mutation: `b > 248`), and uses 247.
+func TestGenerateSkipsBiasedBytes(t *testing.T) {
+	random := bytes.Repeat([]byte{248, 255, 247, 1}, 64)
+	key, err := generate(APIKey, bytes.NewReader(random))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := strings.Repeat(string(base62[247%62])+string(base62[1]), randomLen)[:randomLen]
+	if got := key[prefixLen : prefixLen+randomLen]; got != want {
+		t.Fatalf("random part %q, want %q (bytes >= 248 skipped)", got, want)
+	}
+}
+
 func TestGenerateFailsOnBrokenRandomness(t *testing.T) {
 	if _, err := generate(APIKey, bytes.NewReader(nil)); err == nil {
 		t.Fatal("generate with an empty random source succeeded")
@@ -112,6 +127,9 @@ func TestParse(t *testing.T) {
 		{"extra char", valid + "a", Unknown, ErrMalformed},
 		{"typo in random part", flip(valid, 10), Unknown, ErrChecksum},
 		{"typo in checksum", flip(valid, KeyLen-1), Unknown, ErrChecksum},
+		// Every checksum position counts (mutation: compare only the last five).
+		{"typo in the first checksum character", flip(valid, KeyLen-checksumLen), Unknown, ErrChecksum},
+		{"typo in the second checksum character", flip(valid, KeyLen-checksumLen+1), Unknown, ErrChecksum},
 		{"prefix swapped", "ap_" + valid[3:], Unknown, ErrChecksum},
 		{"non-base62", valid[:10] + "-" + valid[11:], Unknown, ErrMalformed},
 		{"space", valid[:10] + " " + valid[11:], Unknown, ErrMalformed},

@@ -127,3 +127,22 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestSessionTTLEdges: no TTL is no key in the Secret; a zero TTL written by
+// hand is accepted as "no cap"; a negative one is damage.
+func TestSessionTTLEdges(t *testing.T) {
+	rec := &Record{Credential: "a/b", UID: "u", Type: "APIKey", AgentIDs: []string{"x"},
+		Current: Entry{Digest: credential.DigestOf("ak_x"), IssuedAt: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}}
+	data := rec.Data()
+	if _, ok := data[KeySessionTTL]; ok {
+		t.Fatal("a record without a session TTL wrote one")
+	}
+	data[KeySessionTTL] = []byte("0s")
+	if got, err := Parse(data); err != nil || got.SessionTTL != 0 {
+		t.Fatalf("a zero TTL: %v, %v", got, err)
+	}
+	data[KeySessionTTL] = []byte("-1s")
+	if _, err := Parse(data); err == nil {
+		t.Fatal("a negative TTL was accepted")
+	}
+}

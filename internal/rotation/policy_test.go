@@ -183,6 +183,9 @@ func TestPruneAndRequeue(t *testing.T) {
 	if got := RequeueAfter(&pruned, 90*day, t0.Add(day)); got != 89*day {
 		t.Fatalf("RequeueAfter = %v, want 89 days", got)
 	}
+	if got := RequeueAfter(&pruned, 90*day, t0.Add(90*day)); got != time.Second {
+		t.Fatalf("RequeueAfter exactly when due = %v, want 1s", got)
+	}
 	if got := RequeueAfter(&pruned, 90*day, t0.Add(100*day)); got != time.Second {
 		t.Fatalf("RequeueAfter overdue = %v, want 1s", got)
 	}

@@ -73,6 +73,13 @@ func TestMintAndParse(t *testing.T) {
 		{"not base64", "as_!!!!", ring, t0, ErrMalformed},
 		{"oversized", "as_" + strings.Repeat("A", MaxTokenLen), ring, t0, ErrMalformed},
 		{"no keyring", tok, nil, t0, ErrUnknownKey},
+		// The base64 decoder would skip CR and LF: a valid token with one
+		// inside must still be refused (mutation: drop the isBase64URL loop).
+		{"CR inside an otherwise valid token", tok[:20] + "\r" + tok[20:], ring, t0, ErrMalformed},
+		{"LF inside an otherwise valid token", tok[:20] + "\n" + tok[20:], ring, t0, ErrMalformed},
+		{"padding", tok + "=", ring, t0, ErrMalformed},
+		{"one byte short of the MAC", "as_" + base64.RawURLEncoding.EncodeToString(mustDecode(t, tok)[:len(mustDecode(t, tok))-1]), ring, t0, ErrMalformed},
+		{"expires this very second", tok, ring, claims().ExpiresAt, ErrExpired},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -81,6 +88,40 @@ func TestMintAndParse(t *testing.T) {
 				t.Fatalf("Parse err = %v, want %v", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+func mustDecode(t *testing.T, tok string) []byte {
+	t.Helper()
+	raw, err := base64.RawURLEncoding.DecodeString(tok[3:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// TestParseKeyringRefusesEachDefectAlone: one defect per case, so that
+// dropping any one check is caught (mutation: drop `len(k.Secret) < 32`).
+func TestParseKeyringRefusesEachDefectAlone(t *testing.T) {
+	good := mustKey(t, t0)
+	encode := func(keys ...Key) map[string][]byte { return (&Keyring{Keys: keys}).Data() }
+	if _, err := ParseKeyring(encode(good)); err != nil {
+		t.Fatalf("a good keyring: %v", err)
+	}
+	short := good
+	short.Secret = good.Secret[:31]
+	badID := good
+	badID.ID = "0102030"
+	for name, data := range map[string]map[string][]byte{
+		"secret of 31 bytes":  encode(short),
+		"ID of 7 hex digits":  encode(badID),
+		"one bad key of two":  encode(good, short),
+		"no keyring data key": {},
+		"not JSON":            {SecretDataKey: []byte("{")},
+	} {
+		if _, err := ParseKeyring(data); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
 	}
 }
 
@@ -161,7 +202,9 @@ func FuzzParse(f *testing.F) {
 	k := Key{ID: "01020304", Secret: []byte("0123456789abcdef0123456789abcdef"), ExpiresAt: t0.Add(100 * time.Hour)}
 	ring := &Keyring{Keys: []Key{k}}
 	tok, _ := Mint(claims(), k)
-	for _, s := range []string{tok, "", "as_", tok[:40], tok + "A", "as_AQID"} {
+	// tok with a CR/LF in the middle: everything else about it is valid, so
+	// only the canonical-form check refuses it.
+	for _, s := range []string{tok, "", "as_", tok[:40], tok + "A", "as_AQID", tok[:30] + "\r\n" + tok[30:]} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -172,4 +215,34 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestTokenLimits: the longest credential name mints a token of at most
+// MaxTokenLen that parses (mutations: `>=` for `>` in Mint and Parse), one
+// character more is refused; only the base64url alphabet is accepted.
+func TestTokenLimits(t *testing.T) {
+	k := mustKey(t, t0.Add(-time.Hour))
+	ring := &Keyring{Keys: []Key{k}}
+	c := claims()
+	c.Credential = strings.Repeat("n", 63) + "/" + strings.Repeat("c", 253)
+	tok, err := Mint(c, k)
+	if err != nil {
+		t.Fatalf("the longest credential: %v", err)
+	}
+	if len(tok) != MaxTokenLen {
+		t.Fatalf("the longest token is %d characters, MaxTokenLen %d", len(tok), MaxTokenLen)
+	}
+	if got, err := Parse(tok, ring, t0); err != nil || got.Credential != c.Credential {
+		t.Fatalf("Parse of the longest token: %v", err)
+	}
+	c.Credential += "c"
+	if _, err := Mint(c, k); err == nil {
+		t.Fatal("a credential one character too long was minted")
+	}
+	for ch, want := range map[byte]bool{'A': true, 'Z': true, 'a': true, 'z': true, '0': true, '9': true, '-': true, '_': true,
+		'@': false, '[': false, '`': false, '{': false, '/': false, ':': false, '+': false, '=': false, '\r': false} {
+		if got := isBase64URL(ch); got != want {
+			t.Errorf("isBase64URL(%q) = %v, want %v", ch, got, want)
+		}
+	}
 }

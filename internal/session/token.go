@@ -24,17 +24,6 @@ import (
 	"github.com/agrenting/agentcred/internal/credential"
 )
 
-const (
-	version    = 1
-	fixedLen   = 1 + 4 + 8 + 8 + 16 + 6 + 2
-	macLen     = sha256.Size
-	maxCredLen = 63 + 1 + 253 // namespace/name
-	maxRawLen  = fixedLen + maxCredLen + macLen
-	prefixLen  = len(credential.SessionPrefix)
-	// MaxTokenLen bounds what Parse will decode.
-	MaxTokenLen = prefixLen + (maxRawLen*8+5)/6
-)
-
 var strictEncoding = base64.RawURLEncoding.Strict()
 
 // credentialPrefix is signed along with the payload.

@@ -115,14 +115,13 @@ const (
 // HoldingOf judges the claim found under ClaimName(id) (nil when none) for a
 // credential in namespace.
 func HoldingOf(claim *authv1alpha1.IdentityClaimSpec, id Identity, namespace string) Holding {
-	switch {
-	case claim == nil:
+	if claim == nil {
 		return Unclaimed
-	case !id.Same(Identity{Kind: claim.Kind, Value: claim.Value}), claim.Namespace != namespace:
-		return Elsewhere
-	default:
-		return Ours
 	}
+	if !id.Same(Identity{Kind: claim.Kind, Value: claim.Value}) || claim.Namespace != namespace {
+		return Elsewhere
+	}
+	return Ours
 }
 
 // Claimant is a credential that names an identity.
@@ -142,8 +141,9 @@ type Claimant struct {
 // before orders claimants: a credential holding a key for the identity
 // first (the namespace using it keeps it, and a credential that merely
 // added the identity to its spec later cannot jump ahead by its age), then
-// by creation time, then by namespace and name, so that there is always
-// exactly one first.
+// by creation time, then by namespace, so that there is always exactly one
+// first namespace (which credential within it does not matter: the claim is
+// the namespace's).
 func before(a, b Claimant) bool {
 	if a.HoldsKey != b.HoldsKey {
 		return a.HoldsKey
@@ -151,10 +151,7 @@ func before(a, b Claimant) bool {
 	if !a.Created.Equal(b.Created) {
 		return a.Created.Before(b.Created)
 	}
-	if a.Namespace != b.Namespace {
-		return a.Namespace < b.Namespace
-	}
-	return a.Name < b.Name
+	return a.Namespace < b.Namespace
 }
 
 // MayClaim reports whether me may create the claim on an unclaimed identity,

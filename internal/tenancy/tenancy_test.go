@@ -156,6 +156,9 @@ func TestMessagesNeverNameAHolder(t *testing.T) {
 			t.Errorf("NotAssigned = %q, missing %q", na, want)
 		}
 	}
+	if u := Refusal(User("alice@example.com")); !strings.HasPrefix(u, `user "alice@example.com" is claimed`) {
+		t.Errorf("Refusal(user) = %q", u)
+	}
 	if ConflictReason(id) != authv1alpha1.ReasonAgentIDConflict || ConflictReason(User("a")) != authv1alpha1.ReasonUserConflict {
 		t.Error("ConflictReason")
 	}

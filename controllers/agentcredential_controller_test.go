@@ -158,7 +158,7 @@ func TestScheduledRotationAtNinetyDaysWithGracePeriod(t *testing.T) {
 
 	// One minute before the due date nothing happens.
 	fakeClock.SetTime(issued.Add(90*24*time.Hour - time.Minute))
-	poke(t, cred)
+	pokeAndWaitForReconcile(t, cred)
 	g.Consistently(func() string { return get(t, cred).Status.KeyID }).WithTimeout(time.Second).Should(Equal(cred.Status.KeyID))
 
 	fakeClock.SetTime(issued.Add(90 * 24 * time.Hour))
@@ -242,7 +242,7 @@ func TestRotateAnnotationRevokesOldKeyAtOnce(t *testing.T) {
 	waitEvent(t, cred, controllers.EventRotationRequested)
 
 	// The same value again does nothing; a new value rotates again.
-	poke(t, cred)
+	pokeAndWaitForReconcile(t, cred)
 	g.Consistently(func() string { return get(t, cred).Status.KeyID }).WithTimeout(time.Second).Should(Equal(cred.Status.KeyID))
 	annotate(t, cred, authv1alpha1.RotateAnnotation, "again")
 	cred = waitKeyChange(t, cred, cred.Status.KeyID)
@@ -401,12 +401,17 @@ func TestMetrics(t *testing.T) {
 	g := NewWithT(t)
 	ns := newNamespace(t)
 	cred := apiKeyCredential(ns, "measured")
+	issuesBefore := testutil.ToFloat64(metricsRotations("issue"))
 	create(t, cred)
 	cred = waitReady(t, cred)
-	g.Expect(testutil.ToFloat64(metricsRotations("issue"))).To(BeNumerically(">=", 1))
+	// This credential's issue is counted (other tests may issue concurrently
+	// in the shared suite, so at least one more, not exactly one).
+	g.Eventually(func() float64 { return testutil.ToFloat64(metricsRotations("issue")) }).
+		WithTimeout(timeout).Should(BeNumerically(">=", issuesBefore+1))
 	families, err := registry.Gather()
 	g.Expect(err).NotTo(HaveOccurred())
 	found := map[string]bool{}
+	gaugeSeen := false
 	for _, f := range families {
 		found[f.GetName()] = true
 		if f.GetName() == "agentcred_credential_next_rotation_timestamp_seconds" {
@@ -416,11 +421,13 @@ func TestMetrics(t *testing.T) {
 					labels[l.GetName()] = l.GetValue()
 				}
 				if labels["namespace"] == ns && labels["name"] == "measured" {
+					gaugeSeen = true
 					g.Expect(m.GetGauge().GetValue()).To(BeEquivalentTo(cred.Status.NextRotationTime.Unix()))
 				}
 			}
 		}
 	}
+	g.Expect(gaugeSeen).To(BeTrue(), "no next-rotation gauge for the credential")
 	g.Expect(found).To(HaveKey("agentcred_rotations_total"))
 	g.Expect(found).To(HaveKey("agentcred_credentials"))
 	g.Expect(found).To(HaveKey("agentcred_credential_next_rotation_timestamp_seconds"))

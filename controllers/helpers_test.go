@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
 	"github.com/agrenting/agentcred/internal/hashsecret"
@@ -98,6 +99,41 @@ func poke(t *testing.T, cred *authv1alpha1.AgentCredential) {
 	if err := k8s.Patch(ctx, cred, client.RawPatch("application/merge-patch+json", []byte(patch))); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// reconciles is how many reconciles the AgentCredential controller has
+// finished, from controller-runtime's own metric.
+func reconciles(t *testing.T) float64 {
+	t.Helper()
+	families, err := ctrlmetrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0.0
+	for _, f := range families {
+		if f.GetName() != "controller_runtime_reconcile_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "controller" && l.GetValue() == "agentcredential" {
+					total += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return total
+}
+
+// pokeAndWaitForReconcile pokes cred and waits until the controller has
+// finished a reconcile since, so that a following "nothing happens" check
+// is about a reconcile that ran, not one that had not started yet.
+func pokeAndWaitForReconcile(t *testing.T, cred *authv1alpha1.AgentCredential) {
+	t.Helper()
+	before := reconciles(t)
+	poke(t, cred)
+	NewWithT(t).Eventually(func() float64 { return reconciles(t) }).WithTimeout(timeout).WithPolling(interval).
+		Should(BeNumerically(">", before), "no reconcile ran after the poke")
 }
 
 func annotate(t *testing.T, cred *authv1alpha1.AgentCredential, key, value string) {

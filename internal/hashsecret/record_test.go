@@ -121,8 +121,13 @@ func FuzzParse(f *testing.F) {
 		d[KeyRotationCount], d[KeySessionTTL] = []byte(count), []byte(ttl)
 		r, err := Parse(d)
 		if err == nil {
-			if _, err := Parse(r.Data()); err != nil {
+			// A parsed record survives a round trip unchanged.
+			back, err := Parse(r.Data())
+			if err != nil {
 				t.Fatalf("re-encoding a parsed record broke it: %v", err)
+			}
+			if !reflect.DeepEqual(back, r) {
+				t.Fatalf("round trip changed the record:\n%+v\n%+v", r, back)
 			}
 		}
 	})

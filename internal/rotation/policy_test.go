@@ -202,10 +202,35 @@ func TestNeedsStaging(t *testing.T) {
 		{"reissue of a lost key: staged so a crash does not count twice", AgentKey{Present: true}, Reissue, true},
 		{"scheduled", AgentKey{Present: true, Valid: true, Digest: k1}, Scheduled, true},
 		{"requested", AgentKey{Present: true, Valid: true, Digest: k1}, Requested, true},
+		// An issue that did not finish, whose key reached the agent Secret:
+		// staged, so the key there keeps verifying (mutation: drop agent.Valid).
+		{"issue with a valid key already in the agent Secret", AgentKey{Present: true, Valid: true, Digest: k1}, Issue, true},
+		{"issue over a damaged key", AgentKey{Present: true}, Issue, false},
 	}
 	for _, tt := range tests {
 		if got := NeedsStaging(tt.agent, tt.reason); got != tt.want {
 			t.Errorf("%s: NeedsStaging = %v, want %v", tt.name, got, tt.want)
 		}
+	}
+}
+
+// TestStageKeepsWholeSeconds: the hash Secret and the status store times to
+// the second; a staged key's time must already be whole seconds, or the
+// record read back differs from the one written and the rotation is seen
+// as changed (mutation: drop the Truncate).
+func TestStageKeepsWholeSeconds(t *testing.T) {
+	now := t0.Add(1500 * time.Millisecond)
+	base := *record()
+	base.Credential, base.UID, base.Type = "team-a/agent", "uid-1", "APIKey"
+	staged := Stage(base, k2, Scheduled, now)
+	if got := staged.Pending.StartedAt; !got.Equal(t0.Add(time.Second)) || got.Location() != time.UTC {
+		t.Fatalf("staged at %v, want %v in UTC", got, t0.Add(time.Second))
+	}
+	back, err := hashsecret.Parse(staged.Data())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !back.Pending.StartedAt.Equal(staged.Pending.StartedAt) {
+		t.Fatalf("round trip changed the staged time: %v -> %v", staged.Pending.StartedAt, back.Pending.StartedAt)
 	}
 }

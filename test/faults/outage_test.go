@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
+	"github.com/agrenting/agentcred/internal/credential"
 	"github.com/agrenting/agentcred/test/harness"
 )
 
@@ -120,7 +121,10 @@ func TestAPIServerOutage(t *testing.T) {
 
 	// The API server is gone for the operator.
 	proxy.down()
-	unknown := strings.Replace(keyRotated, keyRotated[5:9], "zzzz", 1)
+	// A well-formed key (valid checksum) that was never issued: it reaches
+	// the index lookup and must fail there, not at the checksum.
+	unknown, err := credential.Generate(credential.APIKey)
+	g.Expect(err).NotTo(HaveOccurred())
 	g.Consistently(func(g Gomega) {
 		g.Expect(verify(r.authURL, keyRotated)).To(Equal(200), "a known key must keep verifying from the index")
 		g.Expect(verify(r.authURL, unknown)).To(Equal(401), "an unknown key must keep failing")

@@ -8,6 +8,7 @@ import (
 	. "github.com/onsi/gomega"
 	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -166,7 +167,7 @@ func TestKubeAPIServerAuthenticatesAgentsByKey(t *testing.T) {
 	cs, err = kubernetes.NewForConfig(cfg)
 	g.Expect(err).NotTo(HaveOccurred())
 	_, err = cs.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authnv1.SelfSubjectReview{}, metav1.CreateOptions{})
-	g.Expect(err).To(HaveOccurred())
+	g.Expect(apierrors.IsUnauthorized(err)).To(BeTrue(), "want 401 Unauthorized for a wrong key, got %v", err)
 }
 
 // TestDeletedSessionKeyringIsRewritten: docs/security.md tells operators to

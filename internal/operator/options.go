@@ -92,7 +92,7 @@ func DefaultOptions() Options {
 		MaxConcurrentReconciles: 4,
 		IdentityClaims:          tenancy.FirstUse,
 		ClaimHold:               controllers.DefaultClaimHold,
-		MaxClaimsPerNamespace:   1000,
+		MaxClaimsPerNamespace:   10000,
 		EnableController:        true,
 		EnableAuthEndpoint:      true,
 		EnableWebhook:           true,

@@ -54,10 +54,10 @@ func TestClientAddressAcrossHeaderLines(t *testing.T) {
 	trusted, _ := ParseTrustedProxies("10.0.0.0/8")
 	r := httptest.NewRequest("GET", "/", nil)
 	r.RemoteAddr = "10.0.0.1:80"
-	r.Header.Add("X-Forwarded-For", "6.6.6.6")
-	r.Header.Add("X-Forwarded-For", "1.2.3.4, 10.0.0.2")
+	r.Header.Add("X-Forwarded-For", "6.6.6.6, 1.2.3.4")
+	r.Header.Add("X-Forwarded-For", "10.0.0.2")
 	if got := ClientAddress(r, trusted).String(); got != "1.2.3.4" {
-		t.Fatalf("ClientAddress over two header lines = %s, want 1.2.3.4", got)
+		t.Fatalf("ClientAddress over two header lines = %s, want 1.2.3.4 (the right-most untrusted, on the earlier line)", got)
 	}
 }
 
@@ -94,5 +94,87 @@ func TestSessionTTLDefaultsToAnHour(t *testing.T) {
 	}
 	if srv.opts.SessionTTL != time.Hour {
 		t.Fatalf("default session TTL %v", srv.opts.SessionTTL)
+	}
+}
+
+// TestEveryErrorIsJSON: unknown paths and wrong methods answer in the same
+// JSON error format as every other error, with Allow on a 405, and 405s are
+// counted for their endpoint.
+func TestEveryErrorIsJSON(t *testing.T) {
+	ts := startServer(t)
+	for _, tt := range []struct {
+		method, path string
+		status       int
+		code, allow  string
+	}{
+		{"GET", "/nope", 404, "not_found", ""},
+		{"GET", "/auth", 404, "not_found", ""},
+		{"GET", "/auth/authenticate", 405, "method_not_allowed", "POST"},
+		{"PUT", "/tokenreview", 405, "method_not_allowed", "POST"},
+		{"POST", "/healthz", 405, "method_not_allowed", "GET"},
+		{"DELETE", "/readyz", 405, "method_not_allowed", "GET"},
+	} {
+		resp, body := ts.do(t, tt.method, tt.path, hdr(), "")
+		if resp.StatusCode != tt.status || resp.Header.Get("Content-Type") != "application/json" || errorCode(t, body) != tt.code {
+			t.Errorf("%s %s: %d %q %s", tt.method, tt.path, resp.StatusCode, resp.Header.Get("Content-Type"), body)
+		}
+		if resp.Header.Get("Allow") != tt.allow {
+			t.Errorf("%s %s: Allow %q, want %q", tt.method, tt.path, resp.Header.Get("Allow"), tt.allow)
+		}
+	}
+	if n := testutil.ToFloat64(ts.srv.metrics.requests.WithLabelValues("authenticate", string(MethodNone), "405")); n != 1 {
+		t.Errorf("405s on /auth/authenticate counted %v times, want 1", n)
+	}
+	// HEAD of a GET endpoint still works.
+	if resp, _ := ts.do(t, "HEAD", "/healthz", hdr(), ""); resp.StatusCode != 200 {
+		t.Errorf("HEAD /healthz: %d", resp.StatusCode)
+	}
+}
+
+// TestHTTPServerBounds: every phase of a connection has a deadline and
+// headers a size limit.
+func TestHTTPServerBounds(t *testing.T) {
+	srv := (&Server{}).httpServer()
+	if srv.ReadHeaderTimeout != 5*time.Second || srv.ReadTimeout != 10*time.Second || srv.WriteTimeout != 10*time.Second ||
+		srv.IdleTimeout != 30*time.Second || srv.MaxHeaderBytes != 32<<10 {
+		t.Fatalf("server bounds: %+v", srv)
+	}
+}
+
+// TestAuthRequestMode: /auth/verify?mode=auth_request answers every refusal
+// with 401 or 403 and the real status and code in headers; an unknown mode
+// is a 400.
+func TestAuthRequestMode(t *testing.T) {
+	ts := startServer(t)
+	if resp, _ := ts.do(t, "GET", "/auth/verify?mode=auth_request", hdr("X-API-Key", "ak_wrong"), ""); resp.StatusCode != 401 || resp.Header.Get(HeaderErrorStatus) != "401" {
+		t.Fatalf("a wrong key in auth_request mode: %d", resp.StatusCode)
+	}
+	ts.clock.Step(time.Minute) // refill the burst
+	for _, tt := range []struct {
+		h            http.Header
+		status       int
+		realStatus   string
+		code         string
+		wantRetryHdr bool
+	}{
+		{hdr("X-API-Key", ts.apiKey, "Authorization", "Bearer x"), 401, "400", "conflicting_credentials", false},
+		{hdr("Authorization", "Bearer "+ts.multiToken), 401, "400", "agent_id_required", false},
+		{hdr("Authorization", "Bearer "+ts.multiToken, "X-Agent-ID", agentC), 403, "403", "agent_not_permitted", false},
+		// The three failures above spent the client's burst of 3.
+		{hdr("X-API-Key", "ak_wrong"), 401, "429", "rate_limited", true},
+	} {
+		resp, body := ts.do(t, "GET", "/auth/verify?mode=auth_request", tt.h, "")
+		if resp.StatusCode != tt.status || resp.Header.Get(HeaderErrorStatus) != tt.realStatus || resp.Header.Get(HeaderErrorCode) != tt.code {
+			t.Errorf("%v: %d %s=%q %s=%q %s", tt.h, resp.StatusCode, HeaderErrorStatus, resp.Header.Get(HeaderErrorStatus), HeaderErrorCode, resp.Header.Get(HeaderErrorCode), body)
+		}
+		if tt.wantRetryHdr && resp.Header.Get("Retry-After") == "" {
+			t.Errorf("%v: no Retry-After", tt.h)
+		}
+	}
+	if resp, _ := ts.do(t, "GET", "/auth/verify?mode=auth_request", hdr("X-API-Key", ts.apiKey), ""); resp.StatusCode != 200 || resp.Header.Get(HeaderErrorStatus) != "" {
+		t.Errorf("a valid key in auth_request mode: %d", resp.StatusCode)
+	}
+	if resp, body := ts.do(t, "GET", "/auth/verify?mode=nginx", hdr("X-API-Key", ts.apiKey), ""); resp.StatusCode != 400 || errorCode(t, body) != "invalid_request" {
+		t.Errorf("unknown mode: %d %s", resp.StatusCode, body)
 	}
 }

@@ -99,6 +99,13 @@ func New(index *Index, opts Options) (*Server, error) {
 	mux.HandleFunc("POST /tokenreview", s.instrument(endpointTokenReview, s.handleTokenReview))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
 	mux.HandleFunc("GET /readyz", s.handleReadyz)
+	// Every error is JSON, 404 and 405 included (the mux's own are plain
+	// text). A more specific method pattern above wins over these.
+	mux.HandleFunc("/auth/authenticate", s.instrument(endpointAuthenticate, methodNotAllowed(s, http.MethodPost)))
+	mux.HandleFunc("/tokenreview", s.instrument(endpointTokenReview, methodNotAllowed(s, http.MethodPost)))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { methodNotAllowed(s, http.MethodGet)(w, r) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) { methodNotAllowed(s, http.MethodGet)(w, r) })
+	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) { s.writeError(w, ErrNotFound) })
 	s.handler = mux
 	return s, nil
 }
@@ -112,6 +119,20 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // NeedLeaderElection is false: every replica serves.
 func (s *Server) NeedLeaderElection() bool { return false }
 
+// httpServer is the endpoint's http.Server: bounded header size and
+// timeouts for every phase, so slow or idle clients cannot hold
+// connections (and memory) for long.
+func (s *Server) httpServer() *http.Server {
+	return &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		IdleTimeout:       30 * time.Second,
+		MaxHeaderBytes:    32 << 10,
+	}
+}
+
 // Start serves until ctx is done, then shuts down gracefully.
 func (s *Server) Start(ctx context.Context) error {
 	ln := s.opts.Listener
@@ -121,14 +142,7 @@ func (s *Server) Start(ctx context.Context) error {
 			return fmt.Errorf("auth endpoint: %w", err)
 		}
 	}
-	srv := &http.Server{
-		Handler:           s.handler,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      10 * time.Second,
-		IdleTimeout:       30 * time.Second,
-		MaxHeaderBytes:    32 << 10,
-	}
+	srv := s.httpServer()
 	maxConns := s.opts.MaxConnections
 	if maxConns <= 0 {
 		maxConns = DefaultMaxConnections
@@ -209,9 +223,31 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) (Identity, *E
 	return Identity{}, verr
 }
 
+// Response headers of ?mode=auth_request refusals.
+const (
+	HeaderErrorStatus = "X-Auth-Error-Status"
+	HeaderErrorCode   = "X-Auth-Error-Code"
+)
+
+// ErrUnknownMode: /auth/verify?mode= names no mode.
+var ErrUnknownMode = &Error{http.StatusBadRequest, "invalid_request", "unknown mode: the only one is mode=auth_request"}
+
 func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) outcome {
+	forward := false
+	if r.URL.RawQuery != "" {
+		switch mode := r.URL.Query().Get("mode"); mode {
+		case "":
+		case "auth_request":
+			forward = true
+		default:
+			return s.writeError(w, ErrUnknownMode)
+		}
+	}
 	id, err := s.authorize(w, r)
 	if err != nil {
+		if forward {
+			return s.writeForwardAuthError(w, err)
+		}
 		return s.writeError(w, err)
 	}
 	// The identity headers share one backing array: one allocation per
@@ -237,6 +273,20 @@ type tokenResponse struct {
 	ExpiresAt string `json:"expires_at"`
 	ExpiresIn int64  `json:"expires_in"`
 	AgentID   string `json:"agent_id"`
+}
+
+// ErrNotFound and ErrMethodNotAllowed keep 404 and 405 in the JSON error format.
+var (
+	ErrNotFound         = &Error{http.StatusNotFound, "not_found", "no such endpoint: use /auth/verify, /auth/authenticate or /tokenreview"}
+	ErrMethodNotAllowed = &Error{http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed here; see the Allow header"}
+)
+
+// methodNotAllowed answers 405 in JSON with the one allowed method.
+func methodNotAllowed(s *Server, allowed string) func(http.ResponseWriter, *http.Request) outcome {
+	return func(w http.ResponseWriter, _ *http.Request) outcome {
+		w.Header().Set("Allow", allowed)
+		return s.writeError(w, ErrMethodNotAllowed)
+	}
 }
 
 // ErrSessionsUnavailable: no signing key has been published yet.
@@ -309,6 +359,22 @@ func (s *Server) writeError(w http.ResponseWriter, e *Error) outcome {
 	var body errorBody
 	body.Error.Code, body.Error.Message = e.Code, e.Message
 	_ = json.NewEncoder(w).Encode(body)
+	return outcome{MethodNone, e.Status}
+}
+
+// writeForwardAuthError answers a refusal for nginx auth_request (and
+// other forward-auth callers that pass only 401 and 403): 403 stays 403,
+// every other status becomes 401, and the original status and code travel
+// in X-Auth-Error-Status and X-Auth-Error-Code (Retry-After is kept), so the
+// proxy can answer the client with the real status.
+func (s *Server) writeForwardAuthError(w http.ResponseWriter, e *Error) outcome {
+	h := w.Header()
+	h.Set(HeaderErrorStatus, strconv.Itoa(e.Status))
+	h.Set(HeaderErrorCode, e.Code)
+	if e.Status == http.StatusForbidden || e.Status == http.StatusUnauthorized {
+		return s.writeError(w, e)
+	}
+	s.writeError(w, &Error{http.StatusUnauthorized, e.Code, e.Message})
 	return outcome{MethodNone, e.Status}
 }
 

@@ -56,6 +56,13 @@ var (
 	ErrRevokedSession         = &Error{http.StatusUnauthorized, "invalid_credentials", "the session was ended by a rotation or revocation of the key that minted it"}
 	ErrAgentNotPermitted      = &Error{http.StatusForbidden, "agent_not_permitted", "this credential may not act as the agent in X-Agent-ID"}
 	ErrRateLimited            = &Error{http.StatusTooManyRequests, "rate_limited", "too many failed attempts; retry later"}
+
+	// Where the shape alone tells what went wrong, say so — without ever
+	// revealing whether a well-formed key exists (that is always the
+	// generic ErrInvalidCredentials).
+	ErrTokenInAPIKeyHeader  = &Error{http.StatusUnauthorized, "invalid_credentials", "X-API-Key and Api-Key take API keys (ak_…); send a user or session token as Authorization: Bearer"}
+	ErrSchemeInAPIKeyHeader = &Error{http.StatusUnauthorized, "invalid_credentials", "X-API-Key takes the key alone, without a scheme such as Bearer"}
+	ErrMistypedKey          = &Error{http.StatusUnauthorized, "invalid_credentials", "the key's checksum does not match: it was mistyped, truncated or changed"}
 )
 
 // Canonical header names, read straight from the map so lookups don't allocate.
@@ -216,7 +223,7 @@ func (v *Verifier) Verify(h http.Header, now time.Time) (Identity, *Error) {
 	}
 	kind := credential.KindOf(cred.token)
 	if cred.viaAPIKeyHeader && kind != credential.APIKey {
-		return Identity{}, ErrInvalidCredentials
+		return Identity{}, apiKeyHeaderMisuse(cred.token, kind)
 	}
 	switch kind {
 	case credential.APIKey, credential.UserToken:
@@ -228,9 +235,24 @@ func (v *Verifier) Verify(h http.Header, now time.Time) (Identity, *Error) {
 	}
 }
 
+// apiKeyHeaderMisuse says what is wrong with a non-API-key value in
+// X-API-Key, when its shape tells.
+func apiKeyHeaderMisuse(token string, kind credential.Kind) *Error {
+	if kind == credential.UserToken || kind == credential.Session {
+		return ErrTokenInAPIKeyHeader
+	}
+	if len(token) > 7 && strings.EqualFold(token[:7], "bearer ") {
+		return ErrSchemeInAPIKeyHeader
+	}
+	return ErrInvalidCredentials
+}
+
 func (v *Verifier) verifyKey(token string, kind credential.Kind, agentID string, now time.Time) (Identity, *Error) {
 	// The checksum rejects typos and garbage before any lookup.
 	if _, err := credential.Parse(token); err != nil {
+		if errors.Is(err, credential.ErrChecksum) {
+			return Identity{}, ErrMistypedKey
+		}
 		return Identity{}, ErrInvalidCredentials
 	}
 	digest := credential.DigestOf(token)

@@ -82,7 +82,40 @@ func TestKindMismatchIsRefused(t *testing.T) {
 	if _, err := v.Verify(http.Header{headerAuthorization: {"Bearer " + token}}, now); err != ErrInvalidCredentials {
 		t.Fatalf("a user token matched an APIKey record: %v", err)
 	}
-	if _, err := v.Verify(http.Header{headerXAPIKey: {token}}, now); err != ErrInvalidCredentials {
+	if _, err := v.Verify(http.Header{headerXAPIKey: {token}}, now); err != ErrTokenInAPIKeyHeader {
 		t.Fatalf("a user token sent as X-API-Key: %v", err)
+	}
+}
+
+// TestRefusalsSayWhatToDo: where the shape of the value tells what went
+// wrong, the 401's message says so; a well-formed unknown key gets the
+// generic message, so messages never tell whether a key exists.
+func TestRefusalsSayWhatToDo(t *testing.T) {
+	apiKey := mustGenerate(t, credential.APIKey)
+	mistyped := []byte(apiKey)
+	if mistyped[10] == 'a' {
+		mistyped[10] = 'b'
+	} else {
+		mistyped[10] = 'a'
+	}
+	v := &Verifier{Index: NewIndex()}
+	for name, tt := range map[string]struct {
+		h    http.Header
+		want *Error
+	}{
+		"user token in X-API-Key": {http.Header{headerXAPIKey: {mustGenerate(t, credential.UserToken)}}, ErrTokenInAPIKeyHeader},
+		"Bearer inside X-API-Key": {http.Header{headerXAPIKey: {"Bearer " + apiKey}}, ErrSchemeInAPIKeyHeader},
+		"a typo":                  {http.Header{headerXAPIKey: {string(mistyped)}}, ErrMistypedKey},
+		"a typo, as Bearer":       {http.Header{headerAuthorization: {"Bearer " + string(mistyped)}}, ErrMistypedKey},
+		"well-formed but unknown": {http.Header{headerXAPIKey: {apiKey}}, ErrInvalidCredentials},
+		"garbage":                 {http.Header{headerXAPIKey: {"hello"}}, ErrInvalidCredentials},
+	} {
+		_, err := v.Verify(tt.h, time.Now())
+		if err != tt.want {
+			t.Errorf("%s: %v, want %v", name, err, tt.want)
+		}
+		if err != nil && err.Status != http.StatusUnauthorized {
+			t.Errorf("%s: status %d", name, err.Status)
+		}
 	}
 }

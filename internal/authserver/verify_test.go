@@ -125,9 +125,9 @@ func TestVerify(t *testing.T) {
 		{"staged key", hdr("X-API-Key", f.pendingKey), nil, agentA, MethodAPIKey},
 		{"previous key after grace", hdr("X-API-Key", f.revoked), ErrInvalidCredentials, "", ""},
 		{"unknown key", hdr("X-API-Key", unknown), ErrInvalidCredentials, "", ""},
-		{"typo fails the checksum", hdr("X-API-Key", typo), ErrInvalidCredentials, "", ""},
+		{"typo fails the checksum", hdr("X-API-Key", typo), ErrMistypedKey, "", ""},
 		{"API key for another agent", hdr("X-API-Key", f.apiKey, "X-Agent-ID", agentB), ErrAgentNotPermitted, "", ""},
-		{"user token in X-API-Key", hdr("X-API-Key", f.userToken), ErrInvalidCredentials, "", ""},
+		{"user token in X-API-Key", hdr("X-API-Key", f.userToken), ErrTokenInAPIKeyHeader, "", ""},
 		{"garbage in X-API-Key", hdr("X-API-Key", "hunter2"), ErrInvalidCredentials, "", ""},
 		{"empty X-API-Key", hdr("X-API-Key", ""), ErrInvalidCredentials, "", ""},
 		// Conflicts and absence
@@ -159,7 +159,7 @@ func TestVerify(t *testing.T) {
 		{"session for an agent the credential lacks", hdr("Authorization", "Bearer "+f.otherAgent), ErrRevokedSession, "", ""},
 		{"session signed with an unknown key", hdr("Authorization", "Bearer "+f.foreignSession), ErrInvalidCredentials, "", ""},
 		{"truncated session", hdr("Authorization", "Bearer "+f.session[:40]), ErrInvalidCredentials, "", ""},
-		{"session in X-API-Key", hdr("X-API-Key", f.session), ErrInvalidCredentials, "", ""},
+		{"session in X-API-Key", hdr("X-API-Key", f.session), ErrTokenInAPIKeyHeader, "", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

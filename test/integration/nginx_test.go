@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -14,10 +16,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	. "github.com/onsi/gomega"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
+	"github.com/agrenting/agentcred/internal/authserver"
 	"github.com/agrenting/agentcred/test/harness"
 )
 
@@ -30,6 +34,12 @@ const nginxConfigFile = "testdata/nginx.conf.tmpl"
 // startNginx runs the real nginx on loopback and stops it by its PID when
 // the test ends; its files live in the test's temp dir.
 func startNginx(t *testing.T, upstream string) string {
+	t.Helper()
+	return startNginxFor(t, authAddr, upstream)
+}
+
+// startNginxFor is startNginx in front of the auth endpoint at auth.
+func startNginxFor(t *testing.T, auth, upstream string) string {
 	t.Helper()
 	bin, err := exec.LookPath("nginx")
 	if err != nil {
@@ -51,7 +61,7 @@ func startNginx(t *testing.T, upstream string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conf := strings.NewReplacer("{{dir}}", dir, "{{listen}}", listen, "{{auth}}", authAddr, "{{upstream}}", upstream).Replace(string(tmpl))
+	conf := strings.NewReplacer("{{dir}}", dir, "{{listen}}", listen, "{{auth}}", auth, "{{upstream}}", upstream).Replace(string(tmpl))
 	confPath := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
@@ -139,4 +149,80 @@ func TestNginxAuthRequest(t *testing.T) {
 	g.Expect(body).NotTo(ContainSubstring("X-Auth"), "the upstream must not be reached")
 	status, _ = get()
 	g.Expect(status).To(Equal(401))
+}
+
+// TestNginxKeepsEveryStatus: nginx passes only 401 and 403 from an auth
+// subrequest (anything else becomes its own 500); with mode=auth_request and
+// the documented error_page, the client gets agentcred's real status, error
+// code, WWW-Authenticate and Retry-After: 400, 401, 403 and 429.
+func TestNginxKeepsEveryStatus(t *testing.T) {
+	g := NewWithT(t)
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "upstream") }))
+	defer upstream.Close()
+	proxy := startNginx(t, strings.TrimPrefix(upstream.URL, "http://"))
+
+	ns := newNamespace(t)
+	agent := newAgentID()
+	tok := &authv1alpha1.AgentCredential{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "statuses"},
+		Spec:       authv1alpha1.AgentCredentialSpec{Type: authv1alpha1.UserTokenType, User: "status@example.com", Agents: []string{agent, newAgentID()}},
+	}
+	g.Expect(k8s.Create(ctx, tok)).To(Succeed())
+	waitReady(t, tok)
+	token := secretValue(t, ns, "statuses", "token")
+	eventuallyStatus(t, 200, "GET", "/auth/verify", "Authorization", "Bearer "+token, "X-Agent-ID", agent)
+
+	type result struct {
+		status int
+		body   string
+		header http.Header
+	}
+	get := func(base string, headers ...string) result {
+		req, _ := http.NewRequest("GET", base+"/orders/42", nil)
+		for i := 0; i+1 < len(headers); i += 2 {
+			req.Header.Add(headers[i], headers[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		g.Expect(err).NotTo(HaveOccurred())
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return result{resp.StatusCode, string(b), resp.Header}
+	}
+	code := func(r result) string {
+		var e struct {
+			Error struct{ Code string } `json:"error"`
+		}
+		_ = json.Unmarshal([]byte(r.body), &e)
+		return e.Error.Code
+	}
+	r := get(proxy, "Authorization", "Bearer "+token)
+	g.Expect(r.status).To(Equal(400), r.body)
+	g.Expect(code(r)).To(Equal("agent_id_required"))
+	r = get(proxy, "Authorization", "Bearer "+token, "X-API-Key", "ak_x")
+	g.Expect(r.status).To(Equal(400), r.body)
+	g.Expect(code(r)).To(Equal("conflicting_credentials"))
+	r = get(proxy, "Authorization", "Bearer "+token, "X-Agent-ID", newAgentID())
+	g.Expect(r.status).To(Equal(403), r.body)
+	g.Expect(code(r)).To(Equal("agent_not_permitted"))
+	r = get(proxy, "X-API-Key", "ak_wrong")
+	g.Expect(r.status).To(Equal(401), r.body)
+	g.Expect(code(r)).To(Equal("invalid_credentials"))
+	g.Expect(r.header.Get("WWW-Authenticate")).To(HavePrefix("Bearer"))
+	g.Expect(get(proxy, "Authorization", "Bearer "+token, "X-Agent-ID", agent).body).To(Equal("upstream"))
+
+	// 429: an endpoint that throttles (the suite's does not), behind its own nginx.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	g.Expect(err).NotTo(HaveOccurred())
+	throttling, err := authserver.New(authserver.NewIndex(), authserver.Options{Listener: ln, FailureRate: 0.01, FailureBurst: 1, Log: logr.Discard()})
+	g.Expect(err).NotTo(HaveOccurred())
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- throttling.Start(runCtx) }()
+	defer func() { cancel(); g.Expect(<-done).To(Succeed()) }()
+	throttled := startNginxFor(t, ln.Addr().String(), strings.TrimPrefix(upstream.URL, "http://"))
+	g.Eventually(func() int { return get(throttled, "X-API-Key", "ak_wrong").status }).WithTimeout(timeout).Should(Equal(429))
+	r = get(throttled, "X-API-Key", "ak_wrong")
+	g.Expect(r.status).To(Equal(429), r.body)
+	g.Expect(code(r)).To(Equal("rate_limited"))
+	g.Expect(r.header.Get("Retry-After")).NotTo(BeEmpty())
 }

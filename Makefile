@@ -105,7 +105,7 @@ soak: ## 60 s of load against /auth/verify while 100 credentials rotate: no 5xx,
 ##@ Build
 
 .PHONY: build
-build: manifests generate fmt vet ## Build the manager binary into bin/.
+build: manifests generate fmt vet ## Build the three binaries into bin/: manager, agentcred-local (make run), kubectl-agentcred (put bin/ on PATH for the plugin).
 	CGO_ENABLED=0 go build -trimpath -o $(LOCALBIN)/manager ./cmd/manager
 	go build -o $(LOCALBIN)/agentcred-local ./cmd/agentcred-local
 	go build -o $(LOCALBIN)/kubectl-agentcred ./cmd/kubectl-agentcred

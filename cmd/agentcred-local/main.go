@@ -211,8 +211,8 @@ agentcred is ready on a local control plane (kube-apiserver + etcd).
 Try it in another shell:
 
   export KUBECONFIG=%s
-  kubectl apply -f config/samples/auth_v1alpha1_agentcredential_apikey.yaml
-  kubectl wait --for=condition=Ready agentcredential/billing-agent
+  kubectl apply -f config/samples/      # an APIKey (billing-agent) and a UserToken (alice)
+  kubectl wait --for=condition=Ready agentcredential/billing-agent agentcredential/alice
   KEY=$(kubectl get secret billing-agent -o jsonpath='{.data.api-key}' | base64 -d)
   curl -i -H "X-API-Key: $KEY" %s/auth/verify
 

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -198,7 +199,8 @@ func (o *Options) Complete() error {
 // ParseFlags parses the manager's command line into completed options.
 func ParseFlags(args []string) (*Options, error) {
 	o := DefaultOptions()
-	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
+	// Named for the running binary: manager, or agentcred-local under make run.
+	fs := flag.NewFlagSet(filepath.Base(os.Args[0]), flag.ContinueOnError)
 	o.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err

@@ -241,7 +241,7 @@ func apiKeyHeaderMisuse(token string, kind credential.Kind) *Error {
 	if kind == credential.UserToken || kind == credential.Session {
 		return ErrTokenInAPIKeyHeader
 	}
-	if len(token) > 7 && strings.EqualFold(token[:7], "bearer ") {
+	if scheme, _, ok := strings.Cut(token, " "); ok && strings.EqualFold(scheme, "bearer") {
 		return ErrSchemeInAPIKeyHeader
 	}
 	return ErrInvalidCredentials

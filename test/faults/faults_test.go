@@ -10,7 +10,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
@@ -196,9 +195,15 @@ func TestLeaderKilledMidRotationConverges(t *testing.T) {
 		patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:"fault-1"}}}`, authv1alpha1.RotateAnnotation)
 		g.Expect(k8s.Patch(ctx, c, client.RawPatch("application/merge-patch+json", []byte(patch)))).To(Succeed())
 	}
-	time.Sleep(time.Duration(rand.IntN(300)) * time.Millisecond) //nolint:gosec,forbidigo // the random kill point is the point
+	// Kill it once it has rotated at least one credential, and check that
+	// it had not rotated them all: the kill really is mid-rotation.
+	g.Eventually(leader.issued).WithTimeout(30*time.Second).WithPolling(2*time.Millisecond).Should(BeNumerically(">", n),
+		func() string { return "the leader rotated nothing\n" + leader.logs() })
 	killed := time.Now()
 	leader.kill()
+	rotatedBeforeKill := leader.issued() - n
+	t.Logf("the leader was killed after %d of %d rotations", rotatedBeforeKill, n)
+	g.Expect(rotatedBeforeKill).To(BeNumerically("<", n), "the leader finished every rotation before the kill: not a mid-rotation kill")
 
 	// The follower takes over within the lease (15 s by default) plus a retry period.
 	g.Eventually(follower.isLeader).WithTimeout(30*time.Second).WithPolling(100*time.Millisecond).Should(BeTrue(),

@@ -120,15 +120,8 @@ func TestNginxAuthRequest(t *testing.T) {
 	eventuallyStatus(t, 200, "GET", "/auth/verify", "X-API-Key", key)
 
 	get := func(headers ...string) (int, string) {
-		req, _ := http.NewRequest("GET", proxy+"/orders/42", nil)
-		for i := 0; i+1 < len(headers); i += 2 {
-			req.Header.Add(headers[i], headers[i+1])
-		}
-		resp, err := http.DefaultClient.Do(req)
-		g.Expect(err).NotTo(HaveOccurred())
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		r := throughProxy(t, proxy, headers...)
+		return r.status, r.body
 	}
 	spoofed := []string{"X-Auth-User", "admin@example.com", "X-Auth-Agent-Id", "00000000-0000-4000-8000-000000000000",
 		"X-Auth-Credential", "kube-system/root", "X-Auth-Method", "session"}
@@ -172,23 +165,8 @@ func TestNginxKeepsEveryStatus(t *testing.T) {
 	token := secretValue(t, ns, "statuses", "token")
 	eventuallyStatus(t, 200, "GET", "/auth/verify", "Authorization", "Bearer "+token, "X-Agent-ID", agent)
 
-	type result struct {
-		status int
-		body   string
-		header http.Header
-	}
-	get := func(base string, headers ...string) result {
-		req, _ := http.NewRequest("GET", base+"/orders/42", nil)
-		for i := 0; i+1 < len(headers); i += 2 {
-			req.Header.Add(headers[i], headers[i+1])
-		}
-		resp, err := http.DefaultClient.Do(req)
-		g.Expect(err).NotTo(HaveOccurred())
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return result{resp.StatusCode, string(b), resp.Header}
-	}
-	code := func(r result) string {
+	get := func(base string, headers ...string) proxied { return throughProxy(t, base, headers...) }
+	code := func(r proxied) string {
 		var e struct {
 			Error struct{ Code string } `json:"error"`
 		}
@@ -225,4 +203,31 @@ func TestNginxKeepsEveryStatus(t *testing.T) {
 	g.Expect(r.status).To(Equal(429), r.body)
 	g.Expect(code(r)).To(Equal("rate_limited"))
 	g.Expect(r.header.Get("Retry-After")).NotTo(BeEmpty())
+}
+
+// proxied is what a client got through nginx.
+type proxied struct {
+	status int
+	body   string
+	header http.Header
+}
+
+// throughProxy sends GET /orders/42 with headers (name, value, …) to the
+// nginx at base.
+func throughProxy(t *testing.T, base string, headers ...string) proxied {
+	t.Helper()
+	req, err := http.NewRequest("GET", base+"/orders/42", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Add(headers[i], headers[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return proxied{resp.StatusCode, string(b), resp.Header}
 }

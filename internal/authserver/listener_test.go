@@ -126,7 +126,12 @@ func TestConnectionsAreBounded(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Start(ctx) }()
-	defer func() { cancel(); <-done }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
 	url := "http://" + ln.Addr().String() + "/healthz"
 	hold, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {

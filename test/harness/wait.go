@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	. "github.com/onsi/gomega" //nolint:revive // Gomega's DSL reads best unqualified
+	"github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -30,14 +30,14 @@ func NewNamespace(t testing.TB, c client.Client, prefix string) string {
 func WaitReady(t testing.TB, c client.Reader, cred *authv1alpha1.AgentCredential, status metav1.ConditionStatus, reason string, timeout time.Duration) *authv1alpha1.AgentCredential {
 	t.Helper()
 	out := &authv1alpha1.AgentCredential{}
-	NewWithT(t).Eventually(func(g Gomega) {
-		g.Expect(c.Get(context.Background(), client.ObjectKeyFromObject(cred), out)).To(Succeed())
+	gomega.NewWithT(t).Eventually(func(g gomega.Gomega) {
+		g.Expect(c.Get(context.Background(), client.ObjectKeyFromObject(cred), out)).To(gomega.Succeed())
 		cond := meta.FindStatusCondition(out.Status.Conditions, authv1alpha1.ReadyCondition)
-		g.Expect(cond).NotTo(BeNil())
-		g.Expect(cond.Status).To(Equal(status), cond.Message)
-		g.Expect(cond.Reason).To(Equal(reason), cond.Message)
-		g.Expect(cond.ObservedGeneration).To(Equal(out.Generation))
-		g.Expect(out.Status.ObservedGeneration).To(Equal(out.Generation))
-	}).WithTimeout(timeout).WithPolling(25 * time.Millisecond).Should(Succeed())
+		g.Expect(cond).NotTo(gomega.BeNil())
+		g.Expect(cond.Status).To(gomega.Equal(status), cond.Message)
+		g.Expect(cond.Reason).To(gomega.Equal(reason), cond.Message)
+		g.Expect(cond.ObservedGeneration).To(gomega.Equal(out.Generation))
+		g.Expect(out.Status.ObservedGeneration).To(gomega.Equal(out.Generation))
+	}).WithTimeout(timeout).WithPolling(25 * time.Millisecond).Should(gomega.Succeed())
 	return out
 }

@@ -59,7 +59,7 @@ func TestAuthDeploymentRunsAloneWithItsRBAC(t *testing.T) {
 		Spec:       authv1alpha1.AgentCredentialSpec{AgentID: "dddddddd-0000-4000-8000-000000000010"},
 	}
 	g.Expect(k8s.Create(ctx, cred)).To(Succeed())
-	cred = harness.WaitReady(t, k8s, cred, metav1.ConditionTrue, authv1alpha1.ReasonIssued, timeoutDuration)
+	harness.WaitReady(t, k8s, cred, metav1.ConditionTrue, authv1alpha1.ReasonIssued, timeoutDuration)
 	s := &corev1.Secret{}
 	g.Expect(k8s.Get(ctx, client.ObjectKey{Namespace: "team-auth", Name: "split"}, s)).To(Succeed())
 	key := string(s.Data[authv1alpha1.AgentSecretAPIKey])

@@ -248,6 +248,7 @@ func FuzzVerify(f *testing.F) {
 	documented := map[*Error]bool{
 		ErrConflictingCredentials: true, ErrInvalidAgentID: true, ErrAgentIDRequired: true, ErrMissingCredentials: true,
 		ErrInvalidCredentials: true, ErrExpiredSession: true, ErrRevokedSession: true, ErrAgentNotPermitted: true,
+		ErrTokenInAPIKeyHeader: true, ErrSchemeInAPIKeyHeader: true, ErrMistypedKey: true,
 	}
 	f.Fuzz(func(t *testing.T, xAPIKey, apiKey, authorization, agentID string) {
 		h := http.Header{}

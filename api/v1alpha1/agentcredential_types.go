@@ -37,7 +37,6 @@ const (
 // +kubebuilder:validation:XValidation:rule="self.type != 'UserToken' || !has(self.agentID)",message="agentID is not allowed when type is UserToken; list the agents in agents"
 // +kubebuilder:validation:XValidation:rule="has(oldSelf.agentID) == has(self.agentID)",message="agentID is immutable"
 // +kubebuilder:validation:XValidation:rule="has(oldSelf.user) == has(self.user)",message="user is immutable"
-// +kubebuilder:validation:XValidation:rule="has(oldSelf.secretName) == has(self.secretName)",message="secretName is immutable"
 type AgentCredentialSpec struct {
 	// Type of the credential: APIKey (an `ak_` key for one agent) or
 	// UserToken (an `ap_` token for a user acting as one of several agents).
@@ -48,8 +47,8 @@ type AgentCredentialSpec struct {
 
 	// AgentID is the UUID of the agent an APIKey authenticates as.
 	// Required for APIKey, forbidden for UserToken.
-	// +kubebuilder:validation:Pattern=`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`
 	// +kubebuilder:validation:MaxLength=36
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$')",message="agentID must be a UUID such as 6f1c2b1e-9d2a-4c1e-8f3b-1a2b3c4d5e6f"
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="agentID is immutable"
 	// +optional
 	AgentID string `json:"agentID,omitempty"`
@@ -67,8 +66,8 @@ type AgentCredentialSpec struct {
 	// Agents a UserToken may act as (UUIDs, 1 to 100, unique).
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=100
-	// +kubebuilder:validation:items:Pattern=`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`
 	// +kubebuilder:validation:items:MaxLength=36
+	// +kubebuilder:validation:XValidation:rule="self.all(a, a.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'))",message="agents must be UUIDs such as 6f1c2b1e-9d2a-4c1e-8f3b-1a2b3c4d5e6f"
 	// +kubebuilder:validation:XValidation:rule="self.all(a, self.exists_one(b, b.lowerAscii() == a.lowerAscii()))",message="agents must be unique"
 	// +listType=atomic
 	// +optional
@@ -183,6 +182,7 @@ type AgentCredentialStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63",message="metadata.name must be at most 63 characters: agentcred labels the Secrets it creates with it"
+// +kubebuilder:validation:XValidation:rule="(has(oldSelf.spec.secretName) ? oldSelf.spec.secretName : oldSelf.metadata.name) == (has(self.spec.secretName) ? self.spec.secretName : self.metadata.name)",message="secretName is immutable (setting it to its default, the credential's own name, or removing it when it is that, is allowed)"
 // +kubebuilder:resource:shortName=agentcred;agc,categories=agentcred
 // +kubebuilder:printcolumn:name="Type",type=string,JSONPath=`.spec.type`
 // +kubebuilder:printcolumn:name="Agent",type=string,JSONPath=`.status.agentID`

@@ -84,7 +84,10 @@ func TestSchemaRejectsInvalidManifests(t *testing.T) {
 			c.Spec = authv1alpha1.AgentCredentialSpec{Type: authv1alpha1.UserTokenType, User: "alice\x00@example.com", Agents: []string{agentB}}
 		}), []string{"spec.user"}},
 		{"bad UUID", apiKey("bad-uuid", func(c *authv1alpha1.AgentCredential) { c.Spec.AgentID = "not-a-uuid" }),
-			[]string{"spec.agentID", "should match"}},
+			[]string{"spec.agentID", "agentID must be a UUID such as 6f1c2b1e-9d2a-4c1e-8f3b-1a2b3c4d5e6f"}},
+		{"bad UUID among agents", apiKey("bad-agents", func(c *authv1alpha1.AgentCredential) {
+			c.Spec = authv1alpha1.AgentCredentialSpec{Type: authv1alpha1.UserTokenType, User: "u", Agents: []string{agentA, "nope"}}
+		}), []string{"spec.agents", "agents must be UUIDs such as"}},
 		{"period 30m", apiKey("short", func(c *authv1alpha1.AgentCredential) { c.Spec.Rotation.Period = dur(30 * time.Minute) }),
 			[]string{"spec.rotation.period", "period must be between 1h and 8760h"}},
 		{"period over a year", apiKey("long", func(c *authv1alpha1.AgentCredential) { c.Spec.Rotation.Period = dur(9000 * time.Hour) }),
@@ -247,5 +250,29 @@ func TestSamplesAreAccepted(t *testing.T) {
 	}
 	if n != 2 {
 		t.Fatalf("found %d samples, want 2", n)
+	}
+}
+
+// TestSecretNameMayBeSetToItsDefault: GitOps tools often write out defaults;
+// setting spec.secretName to the name it defaults to (or removing it when it
+// is that) is not a change and is allowed; any other change is refused.
+func TestSecretNameMayBeSetToItsDefault(t *testing.T) {
+	ctx := context.Background()
+	c := apiKey("default-secret", nil)
+	c.Spec.AgentID = agentB
+	if err := k8s.Create(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	c.Spec.SecretName = "default-secret"
+	if err := k8s.Update(ctx, c); err != nil {
+		t.Fatalf("setting secretName to its default: %v", err)
+	}
+	c.Spec.SecretName = ""
+	if err := k8s.Update(ctx, c); err != nil {
+		t.Fatalf("removing secretName equal to its default: %v", err)
+	}
+	c.Spec.SecretName = "something-else"
+	if err := k8s.Update(ctx, c); err == nil || !strings.Contains(err.Error(), "secretName is immutable") {
+		t.Fatalf("changing secretName: %v", err)
 	}
 }

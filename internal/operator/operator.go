@@ -167,25 +167,31 @@ func metricsOptions(o *Options) metricsserver.Options {
 // serving certificate in a Secret, keeps them fresh and injects the CA into
 // the ValidatingWebhookConfiguration.
 func setupWebhook(mgr manager.Manager, o *Options) error {
-	certsReady := make(chan struct{})
-	if o.WebhookCertManagement == SelfSignedCerts {
-		err := rotator.AddRotator(mgr, &rotator.CertRotator{
-			SecretKey:             types.NamespacedName{Namespace: o.WebhookCertNamespace, Name: "agentcred-webhook-server-cert"},
-			CertDir:               o.WebhookCertDir,
-			CAName:                "agentcred-ca",
-			CAOrganization:        "agentcred",
-			DNSName:               fmt.Sprintf("%s.%s.svc", o.WebhookServiceName, o.OperatorNamespace),
-			IsReady:               certsReady,
-			Webhooks:              []rotator.WebhookInfo{{Name: o.WebhookConfigName, Type: rotator.Validating}},
-			RequireLeaderElection: o.LeaderElect,
-		})
-		if err != nil {
-			return fmt.Errorf("setting up webhook certificate rotation: %w", err)
-		}
-	} else {
-		close(certsReady)
-	}
 	v := &agentwebhook.Validator{Credentials: mgr.GetClient(), Secrets: mgr.GetAPIReader(), IdentityClaims: o.IdentityClaims}
+	if o.WebhookCertManagement == ExternalCerts {
+		// The certificate is there already: register now, before the
+		// manager starts the webhook server (registering while it starts
+		// races with its defaulting, as the race detector showed).
+		if err := v.SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("registering the webhook: %w", err)
+		}
+		return mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker())
+	}
+	certsReady := make(chan struct{})
+	err := rotator.AddRotator(mgr, &rotator.CertRotator{
+		SecretKey:             types.NamespacedName{Namespace: o.WebhookCertNamespace, Name: "agentcred-webhook-server-cert"},
+		CertDir:               o.WebhookCertDir,
+		CAName:                "agentcred-ca",
+		CAOrganization:        "agentcred",
+		DNSName:               fmt.Sprintf("%s.%s.svc", o.WebhookServiceName, o.OperatorNamespace),
+		IsReady:               certsReady,
+		Webhooks:              []rotator.WebhookInfo{{Name: o.WebhookConfigName, Type: rotator.Validating}},
+		RequireLeaderElection: o.LeaderElect,
+	})
+	if err != nil {
+		return fmt.Errorf("setting up webhook certificate rotation: %w", err)
+	}
+	// Self-signed: cert-controller's pattern, register once the certificate exists.
 	registered := make(chan error, 1)
 	go func() {
 		<-certsReady

@@ -48,7 +48,7 @@ func (r *AgentCredentialReconciler) claimIdentities(ctx context.Context, cred *a
 			refused = append(refused, refusal{tenancy.ConflictReason(id), tenancy.Refusal(id)})
 		case holding == tenancy.Unclaimed:
 			refused = append(refused, refusal{authv1alpha1.ReasonIdentityNotAssigned, tenancy.NotAssigned(id, cred.Namespace)})
-		case holding == overLimit:
+		case holding == tenancy.OverLimit:
 			refused = append(refused, refusal{authv1alpha1.ReasonClaimLimitReached, fmt.Sprintf(
 				"%s is unclaimed, but this namespace already holds %d IdentityClaims (--max-claims-per-namespace); "+
 					"a cluster admin can release unused ones or raise the limit", id, r.MaxClaimsPerNamespace)})
@@ -57,10 +57,6 @@ func (r *AgentCredentialReconciler) claimIdentities(ctx context.Context, cred *a
 	errs = append(errs, r.recordClaimUse(ctx, cred.Namespace, cred.Name, held))
 	return refused, errors.Join(errs...)
 }
-
-// overLimit is the holding of an unclaimed identity that the namespace may
-// not claim because it holds MaxClaimsPerNamespace claims already.
-const overLimit tenancy.Holding = -1
 
 // claim finds or makes the claim on id for the credential's namespace. The
 // cache may say "ours" (a claim moved or deleted re-triggers this
@@ -93,7 +89,7 @@ func (r *AgentCredentialReconciler) claim(ctx context.Context, cred *authv1alpha
 		return nil, tenancy.Elsewhere, err
 	}
 	if full, err := r.claimLimitReached(ctx, cred.Namespace); err != nil || full {
-		return nil, overLimit, err
+		return nil, tenancy.OverLimit, err
 	}
 	claim = r.newClaim(cred, id, key.Name)
 	if err := r.Create(ctx, claim); err != nil {

@@ -28,6 +28,7 @@ import (
 	"github.com/agrenting/agentcred/internal/identityindex"
 	"github.com/agrenting/agentcred/internal/operator"
 	"github.com/agrenting/agentcred/internal/tenancy"
+	"github.com/agrenting/agentcred/test/harness"
 )
 
 // The fast tier: Reconcile over a fake client (no control plane; `go test
@@ -69,52 +70,16 @@ func newFastFixture(t *testing.T, objs ...client.Object) *fastFixture {
 		WithIndex(&authv1alpha1.IdentityClaim{}, identityindex.ClaimsByCredential, identityindex.UsedBy).
 		WithIndex(&authv1alpha1.IdentityClaim{}, identityindex.ClaimsByNamespace, identityindex.BoundNamespace).
 		Build()
-	f.client = interceptor.NewClient(base, interceptor.Funcs{
-		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
-			if f.failGet != nil {
-				if err := f.failGet(key, obj); err != nil {
-					return err
-				}
-			}
-			return c.Get(ctx, key, obj, opts...)
-		},
-		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
-			if err := write(obj); err != nil {
+	funcs := harness.BeforeWrites(write)
+	funcs.Get = func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+		if f.failGet != nil {
+			if err := f.failGet(key, obj); err != nil {
 				return err
 			}
-			return c.Create(ctx, obj, opts...)
-		},
-		Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
-			if err := write(obj); err != nil {
-				return err
-			}
-			return c.Update(ctx, obj, opts...)
-		},
-		Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
-			if err := write(obj); err != nil {
-				return err
-			}
-			return c.Patch(ctx, obj, patch, opts...)
-		},
-		Delete: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
-			if err := write(obj); err != nil {
-				return err
-			}
-			return c.Delete(ctx, obj, opts...)
-		},
-		SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
-			if err := write(obj); err != nil {
-				return err
-			}
-			return c.SubResource(sub).Update(ctx, obj, opts...)
-		},
-		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
-			if err := write(obj); err != nil {
-				return err
-			}
-			return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
-		},
-	})
+		}
+		return c.Get(ctx, key, obj, opts...)
+	}
+	f.client = interceptor.NewClient(base, funcs)
 	return f
 }
 

@@ -110,6 +110,10 @@ const (
 	// not describe the identity it is named for (a hand-made claim with a
 	// wrong name); either way it grants nothing.
 	Elsewhere
+	// OverLimit: the identity is unclaimed, but the namespace holds as many
+	// claims as it may make (--max-claims-per-namespace). The controller
+	// decides this; HoldingOf never returns it.
+	OverLimit
 )
 
 // HoldingOf judges the claim found under ClaimName(id) (nil when none) for a

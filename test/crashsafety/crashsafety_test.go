@@ -84,33 +84,12 @@ type crashingClient struct {
 
 func newCrashingClient(failFrom int64) crashingClient {
 	writes := &atomic.Int64{}
-	// guard counts a write and runs it, unless the process has "died".
-	guard := func(write func() error) error {
+	c := interceptor.NewClient(watchless{cached}, harness.BeforeWrites(func(client.Object) error {
 		if n := writes.Add(1); failFrom > 0 && n >= failFrom {
 			return errCrash
 		}
-		return write()
-	}
-	c := interceptor.NewClient(watchless{cached}, interceptor.Funcs{
-		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
-			return guard(func() error { return c.Create(ctx, obj, opts...) })
-		},
-		Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
-			return guard(func() error { return c.Update(ctx, obj, opts...) })
-		},
-		Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
-			return guard(func() error { return c.Patch(ctx, obj, patch, opts...) })
-		},
-		Delete: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
-			return guard(func() error { return c.Delete(ctx, obj, opts...) })
-		},
-		SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
-			return guard(func() error { return c.SubResource(sub).Update(ctx, obj, opts...) })
-		},
-		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
-			return guard(func() error { return c.SubResource(sub).Patch(ctx, obj, patch, opts...) })
-		},
-	})
+		return nil
+	}))
 	return crashingClient{Client: c, writes: writes}
 }
 

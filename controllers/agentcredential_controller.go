@@ -38,6 +38,7 @@ const (
 	EventReissued          = "Reissued"
 	EventConflict          = "Conflict"
 	EventHashRepaired      = "HashRepaired"
+	EventRenewed           = "Renewed"
 )
 
 // ForeignSecretRecheck is how often a credential blocked by a foreign
@@ -65,6 +66,9 @@ type AgentCredentialReconciler struct {
 	// first use (0: no limit), so a tenant cannot fill etcd with
 	// cluster-scoped objects.
 	MaxClaimsPerNamespace int
+	// MaxGrace caps how long a scheduled rotation's previous key stays
+	// valid while restart targets are still rolling out.
+	MaxGrace time.Duration
 }
 
 // +kubebuilder:rbac:groups=auth.agrenting.io,resources=agentcredentials,verbs=get;list;watch;update;patch
@@ -126,8 +130,25 @@ func (r *AgentCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	if err := r.reconcileAgentSecretMetadata(ctx, cred, agent); err != nil {
 		return ctrl.Result{}, err
 	}
+	if r.expired(cred, hash.record) {
+		r.setExpiredStatus(cred, hash.record)
+		return ctrl.Result{}, nil // nothing is ahead until the spec changes
+	}
+	if err := r.reconcileConsumers(ctx, cred, hash); err != nil {
+		return ctrl.Result{}, err
+	}
 	r.setIssuedStatus(cred, hash.record)
 	return ctrl.Result{RequeueAfter: rotation.RequeueAfter(hash.record, cred.RotationPeriod(), r.Clock.Now())}, nil
+}
+
+// reconcileConsumers restarts the workloads that read the key and keeps the
+// previous key of a scheduled rotation alive while they roll out.
+func (r *AgentCredentialReconciler) reconcileConsumers(ctx context.Context, cred *authv1alpha1.AgentCredential, hash *hashSecret) error {
+	sum, err := r.reconcileRestartTargets(ctx, cred, hash.record.Current.Digest.KeyID())
+	if err != nil {
+		return err
+	}
+	return r.reconcileGrace(ctx, cred, hash, sum)
 }
 
 // reconcileKey makes the agent Secret hold a key that the hash Secret
@@ -153,8 +174,12 @@ func (r *AgentCredentialReconciler) reconcileKey(ctx context.Context, cred *auth
 	case rotation.IssueKey:
 		return r.rotate(ctx, cred, agent, hash, reason)
 	}
-	if pruned, changed := rotation.Prune(*hash.record, r.Clock.Now()); changed {
-		if err := r.writeHashSecret(ctx, cred, hash, &pruned); err != nil {
+	now := r.Clock.Now()
+	if rotation.Renewal(hash.record, cred.ExpiresAt(), now) {
+		return r.rotate(ctx, cred, agent, hash, rotation.Renew)
+	}
+	if rec, changed := rotation.WithExpiry(*hash.record, cred.ExpiresAt(), now); changed {
+		if err := r.writeHashSecret(ctx, cred, hash, &rec); err != nil {
 			return err
 		}
 	}
@@ -178,7 +203,7 @@ func (r *AgentCredentialReconciler) rotate(ctx context.Context, cred *authv1alph
 	if base == nil {
 		base = r.newRecord(cred)
 	}
-	staged := rotation.Stage(*base, digest, reason, r.Clock.Now())
+	staged := rotation.Stage(*base, digest, reason, r.Clock.Now(), cred.ExpiresAt())
 	r.refreshRecord(cred, &staged)
 	promoted := rotation.Promote(staged, cred.GracePeriod(), cred.RotationRequest())
 	if !rotation.NeedsStaging(agent.key, reason) {
@@ -217,19 +242,48 @@ func (r *AgentCredentialReconciler) recordRotation(ctx context.Context, cred *au
 	case rotation.Reissue:
 		r.Recorder.Eventf(cred, nil, corev1.EventTypeWarning, EventReissued, "Reissue",
 			"Secret %s was missing or held an invalid key; issued key %s and revoked the previous one", cred.SecretName(), keyID)
+	case rotation.Renew:
+		r.Recorder.Eventf(cred, nil, corev1.EventTypeNormal, EventRenewed, "Renew",
+			"spec.expiresAt was moved into the future; issued key %s (the expired key stays dead)", keyID)
 	}
 }
 
 // setIssuedStatus mirrors the hash record into the status (Ready=True) and
-// the next-rotation metric.
+// the next-rotation and expiry metrics.
 func (r *AgentCredentialReconciler) setIssuedStatus(cred *authv1alpha1.AgentCredential, rec *hashsecret.Record) {
-	next := rotation.NextRotation(rec.Current.IssuedAt, cred.RotationPeriod())
+	s := r.mirrorRecord(cred, rec)
+	msg := fmt.Sprintf("Key %s is issued in Secret %s; ", s.KeyID, s.SecretName)
+	if rotation.OnSchedule(rec, cred.RotationPeriod()) {
+		next := rotation.NextRotation(rec.Current.IssuedAt, cred.RotationPeriod())
+		s.NextRotationTime = timePtr(next)
+		msg += "next rotation at " + next.UTC().Format(time.RFC3339)
+		r.Metrics.NextRotation.WithLabelValues(cred.Namespace, cred.Name).Set(float64(next.Unix()))
+	} else {
+		msg += "it expires at " + rec.ExpiresAt.UTC().Format(time.RFC3339) + ", before its next rotation"
+		r.Metrics.NextRotation.DeleteLabelValues(cred.Namespace, cred.Name)
+	}
+	setReady(cred, metav1.ConditionTrue, authv1alpha1.ReasonIssued, msg)
+}
+
+// setExpiredStatus reports an expired credential: Ready=False, reason
+// Expired, and no rotation ahead.
+func (r *AgentCredentialReconciler) setExpiredStatus(cred *authv1alpha1.AgentCredential, rec *hashsecret.Record) {
+	s := r.mirrorRecord(cred, rec)
+	r.Metrics.NextRotation.DeleteLabelValues(cred.Namespace, cred.Name)
+	setReady(cred, metav1.ConditionFalse, authv1alpha1.ReasonExpired,
+		fmt.Sprintf("Key %s expired at %s (spec.expiresAt) and no longer authenticates; move spec.expiresAt into the future or remove it to get a new key",
+			s.KeyID, rec.ExpiresAt.UTC().Format(time.RFC3339)))
+}
+
+// mirrorRecord copies what the hash record says into the status (without a
+// next rotation) and the expiry metric.
+func (r *AgentCredentialReconciler) mirrorRecord(cred *authv1alpha1.AgentCredential, rec *hashsecret.Record) *authv1alpha1.AgentCredentialStatus {
 	s := &cred.Status
 	s.AgentID = cred.Spec.AgentID
 	s.SecretName = cred.SecretName()
 	s.KeyID = rec.Current.Digest.KeyID()
 	s.LastRotationTime = timePtr(rec.Current.IssuedAt)
-	s.NextRotationTime = timePtr(next)
+	s.NextRotationTime = nil
 	s.RotationCount = rec.RotationCount
 	s.LastRotationRequest = rec.LastRotationRequest
 	s.PreviousKeyID, s.PreviousKeyExpiresAt = "", nil
@@ -237,9 +291,12 @@ func (r *AgentCredentialReconciler) setIssuedStatus(cred *authv1alpha1.AgentCred
 		s.PreviousKeyID = p.Digest.KeyID()
 		s.PreviousKeyExpiresAt = timePtr(p.ExpiresAt)
 	}
-	setReady(cred, metav1.ConditionTrue, authv1alpha1.ReasonIssued,
-		fmt.Sprintf("Key %s is issued in Secret %s; next rotation at %s", s.KeyID, s.SecretName, next.UTC().Format(time.RFC3339)))
-	r.Metrics.NextRotation.WithLabelValues(cred.Namespace, cred.Name).Set(float64(next.Unix()))
+	if rec.ExpiresAt.IsZero() {
+		r.Metrics.Expiration.DeleteLabelValues(cred.Namespace, cred.Name)
+	} else {
+		r.Metrics.Expiration.WithLabelValues(cred.Namespace, cred.Name).Set(float64(rec.ExpiresAt.Unix()))
+	}
+	return s
 }
 
 // patchStatus writes the status once per reconcile. observedGeneration moves

@@ -23,7 +23,9 @@ type Metrics struct {
 	RotationsTotal *prometheus.CounterVec
 	// NextRotation is each credential's next scheduled rotation as a Unix time.
 	NextRotation *prometheus.GaugeVec
-	credentials  *credentialsCollector
+	// Expiration is each expiring credential's spec.expiresAt as a Unix time.
+	Expiration  *prometheus.GaugeVec
+	credentials *credentialsCollector
 }
 
 // NewMetrics creates the metrics; reader lists AgentCredentials (the
@@ -32,11 +34,15 @@ func NewMetrics(reader client.Reader) *Metrics {
 	return &Metrics{
 		RotationsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "agentcred_rotations_total",
-			Help: "Keys issued by agentcred, by reason (issue, scheduled, requested, reissue).",
+			Help: "Keys issued by agentcred, by reason (issue, scheduled, requested, reissue, renew).",
 		}, []string{"reason"}),
 		NextRotation: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "agentcred_credential_next_rotation_timestamp_seconds",
 			Help: "When each credential's key is next rotated on schedule, as a Unix time.",
+		}, []string{"namespace", "name"}),
+		Expiration: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "agentcred_credential_expiration_timestamp_seconds",
+			Help: "When each credential with spec.expiresAt stops authenticating for good, as a Unix time.",
 		}, []string{"namespace", "name"}),
 		credentials: &credentialsCollector{reader: reader, desc: prometheus.NewDesc(
 			"agentcred_credentials", "AgentCredentials in the cluster, by type.", []string{"type"}, nil)},
@@ -45,7 +51,7 @@ func NewMetrics(reader client.Reader) *Metrics {
 
 // Register registers every metric with reg.
 func (m *Metrics) Register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.RotationsTotal, m.NextRotation, m.credentials} {
+	for _, c := range []prometheus.Collector{m.RotationsTotal, m.NextRotation, m.Expiration, m.credentials} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}
@@ -55,6 +61,7 @@ func (m *Metrics) Register(reg prometheus.Registerer) error {
 
 func (m *Metrics) forget(cred *authv1alpha1.AgentCredential) {
 	m.NextRotation.DeleteLabelValues(cred.Namespace, cred.Name)
+	m.Expiration.DeleteLabelValues(cred.Namespace, cred.Name)
 }
 
 func metricReason(r rotation.Reason) string {
@@ -67,6 +74,8 @@ func metricReason(r rotation.Reason) string {
 		return "requested"
 	case rotation.Reissue:
 		return "reissue"
+	case rotation.Renew:
+		return "renew"
 	default:
 		return "unknown"
 	}

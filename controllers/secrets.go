@@ -6,10 +6,12 @@ import (
 	"maps"
 	"reflect"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -253,7 +255,7 @@ func (r *AgentCredentialReconciler) deleteHashSecret(ctx context.Context, namesp
 
 // newRecord starts a hash record for cred with no key yet.
 func (r *AgentCredentialReconciler) newRecord(cred *authv1alpha1.AgentCredential) *hashsecret.Record {
-	rec := &hashsecret.Record{}
+	rec := &hashsecret.Record{ExpiresAt: cred.ExpiresAt()}
 	r.refreshRecord(cred, rec)
 	return rec
 }
@@ -281,5 +283,12 @@ func (r *AgentCredentialReconciler) recordFromStatus(cred *authv1alpha1.AgentCre
 	}
 	rec.RotationCount = cred.Status.RotationCount
 	rec.LastRotationRequest = cred.Status.LastRotationRequest
+	// A key the status reports expired stays dead: rebuilding its record
+	// under a later spec.expiresAt would revive it (a renewal issues a new key).
+	if c := meta.FindStatusCondition(cred.Status.Conditions, authv1alpha1.ReadyCondition); c != nil && c.Reason == authv1alpha1.ReasonExpired {
+		if now := r.Clock.Now(); rec.ExpiresAt.IsZero() || rec.ExpiresAt.After(now) {
+			rec.ExpiresAt = now.UTC().Truncate(time.Second)
+		}
+	}
 	return rec
 }

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -21,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
+	"github.com/agrenting/agentcred/internal/rollout"
 )
 
 // SecretCacheSelector limits the manager's Secret cache to the Secrets
@@ -41,6 +43,10 @@ func CacheOptions(operatorNamespace string) cache.Options {
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Secret{}: {Label: SecretCacheSelector(), Transform: stripAgentSecret(operatorNamespace)},
+			// Restart targets: only the fields rollout.Assess reads.
+			&appsv1.Deployment{}:  {Transform: rollout.Trim},
+			&appsv1.StatefulSet{}: {Transform: rollout.Trim},
+			&appsv1.DaemonSet{}:   {Transform: rollout.Trim},
 		},
 	}
 }
@@ -86,6 +92,10 @@ type SetupOptions struct {
 // SetupWithManager registers the controller and its watches. The manager's
 // cache must have the identity indexes (identityindex.Register).
 func (r *AgentCredentialReconciler) SetupWithManager(mgr ctrl.Manager, opts SetupOptions) error {
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &authv1alpha1.AgentCredential{}, restartTargetIndexName, restartTargetIndex); err != nil {
+		return err
+	}
+	workloads := handler.EnqueueRequestsFromMapFunc(r.requestsForWorkload)
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("agentcredential").
 		For(&authv1alpha1.AgentCredential{}, builder.WithPredicates(predicate.Or(
@@ -130,6 +140,11 @@ func (r *AgentCredentialReconciler) SetupWithManager(mgr ctrl.Manager, opts Setu
 		Watches(&authv1alpha1.IdentityClaim{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
 			return r.requestsForClaim(ctx, o.GetName(), nil)
 		}), builder.WithPredicates(claimMoved())).
+		// A restart target's rollout progressing (or the target appearing)
+		// may end the previous key's extended grace.
+		Watches(&appsv1.Deployment{}, workloads).
+		Watches(&appsv1.StatefulSet{}, workloads).
+		Watches(&appsv1.DaemonSet{}, workloads).
 		WithOptions(controller.Options{
 			MaxConcurrentReconciles: opts.MaxConcurrentReconciles,
 			RateLimiter:             workqueue.DefaultTypedControllerRateLimiter[reconcile.Request](),

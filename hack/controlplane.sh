@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Builds the real kube-apiserver and etcd from the Go module proxy into a cache
-# outside the repository and prints the directory, for KUBEBUILDER_ASSETS.
+# Builds the real kube-apiserver, etcd and kube-controller-manager, and kwok,
+# from the Go module proxy into a cache outside the repository and prints the
+# directory, for KUBEBUILDER_ASSETS. kube-controller-manager (Deployment,
+# ReplicaSet, StatefulSet, DaemonSet controllers and the garbage collector) and
+# kwok (a kubelet without containers) are only started by the tests that need
+# real rollouts; envtest starts the first two.
 #
 # The usual envtest binary download is unreachable here, so we build from
 # source: kube-apiserver through a small build module whose replace lines point
@@ -11,10 +15,17 @@ set -euo pipefail
 
 KUBE_VERSION="${KUBE_VERSION:-v1.37.2}"
 ETCD_VERSION="${ETCD_VERSION:-v3.7.3}"
+KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"
 CACHE_ROOT="${AGENTCRED_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/agentcred}"
 OUT="$CACHE_ROOT/controlplane/kube-${KUBE_VERSION}-etcd-${ETCD_VERSION}"
 
-if [[ -x "$OUT/kube-apiserver" && -x "$OUT/etcd" ]]; then
+ready() {
+  local b
+  for b in kube-apiserver etcd kube-controller-manager kwok; do
+    [[ -x "$OUT/$b" ]] || return 1
+  done
+}
+if ready; then
   echo "$OUT"
   exit 0
 fi
@@ -29,8 +40,10 @@ patch="${KUBE_VERSION##*.}"
 staging_version="v0.${minor}.${patch}"
 export CGO_ENABLED=0 GOFLAGS=-mod=mod GOWORK=off
 
-build_apiserver() {
+# kube_module prepares (once) the build module for k8s.io/kubernetes commands.
+kube_module() {
   local dir="$WORK/kube"
+  cd "$dir" 2>/dev/null && return 0
   mkdir -p "$dir"
   cd "$dir"
   go mod init agentcred.local/controlplane/kube >/dev/null 2>&1
@@ -45,15 +58,33 @@ build_apiserver() {
   grep -E '^[[:space:]]*k8s.io/[a-z0-9-]+ => \./staging/' "$modfile" | awk '{print $1}' | while read -r m; do
     go mod edit -replace="${m}=${m}@${staging_version}"
   done
-  log "resolving kube-apiserver ${KUBE_VERSION} (staging ${staging_version})"
-  go get "k8s.io/kubernetes/cmd/kube-apiserver@${KUBE_VERSION}" >&2
+}
+
+# build_kube NAME builds k8s.io/kubernetes/cmd/NAME with the version stamped.
+build_kube() {
+  local name="$1"
+  kube_module
+  log "resolving ${name} ${KUBE_VERSION} (staging ${staging_version})"
+  go get "k8s.io/kubernetes/cmd/${name}@${KUBE_VERSION}" >&2
   local pkg=k8s.io/component-base/version
-  log "building kube-apiserver (the slow part)"
-  go build -trimpath -o "$OUT/kube-apiserver.tmp" -ldflags "-s -w \
+  log "building ${name} (the slow part)"
+  go build -trimpath -o "$OUT/${name}.tmp" -ldflags "-s -w \
     -X ${pkg}.gitVersion=${KUBE_VERSION} -X ${pkg}.gitMajor=1 -X ${pkg}.gitMinor=${minor} \
     -X ${pkg}.gitTreeState=clean -X ${pkg}.buildDate=1970-01-01T00:00:00Z" \
-    k8s.io/kubernetes/cmd/kube-apiserver
-  mv "$OUT/kube-apiserver.tmp" "$OUT/kube-apiserver"
+    "k8s.io/kubernetes/cmd/${name}"
+  mv "$OUT/${name}.tmp" "$OUT/${name}"
+}
+
+build_kwok() {
+  local dir="$WORK/kwok"
+  mkdir -p "$dir"
+  cd "$dir"
+  go mod init agentcred.local/controlplane/kwok >/dev/null 2>&1
+  log "resolving kwok ${KWOK_VERSION}"
+  go get "sigs.k8s.io/kwok/cmd/kwok@${KWOK_VERSION}" >&2
+  log "building kwok"
+  go build -trimpath -o "$OUT/kwok.tmp" -ldflags "-s -w" sigs.k8s.io/kwok/cmd/kwok
+  mv "$OUT/kwok.tmp" "$OUT/kwok"
 }
 
 build_etcd() {
@@ -69,6 +100,8 @@ build_etcd() {
 }
 
 [[ -x "$OUT/etcd" ]] || build_etcd
-[[ -x "$OUT/kube-apiserver" ]] || build_apiserver
+[[ -x "$OUT/kube-apiserver" ]] || build_kube kube-apiserver
+[[ -x "$OUT/kube-controller-manager" ]] || build_kube kube-controller-manager
+[[ -x "$OUT/kwok" ]] || build_kwok
 log "ready in $OUT"
 echo "$OUT"

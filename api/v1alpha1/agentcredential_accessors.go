@@ -72,3 +72,12 @@ func (c *AgentCredential) RotationRequest() string {
 	sum := sha256.Sum256([]byte(v))
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
+
+// ExpiresAt returns spec.expiresAt, or the zero time when the credential
+// does not expire.
+func (c *AgentCredential) ExpiresAt() time.Time {
+	if c.Spec.ExpiresAt == nil {
+		return time.Time{}
+	}
+	return c.Spec.ExpiresAt.Time
+}

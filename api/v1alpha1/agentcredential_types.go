@@ -95,10 +95,44 @@ type AgentCredentialSpec struct {
 	// +optional
 	SessionTTL *metav1.Duration `json:"sessionTTL,omitempty"`
 
+	// ExpiresAt is a hard expiry: at this instant the key and every session
+	// minted from it stop authenticating for good (401 expired_credentials),
+	// and no rotation is scheduled past it. Moving it into the future on an
+	// expired credential issues a new key; the expired one never comes back.
+	// +optional
+	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
+
 	// SecretTemplate holds labels and annotations copied onto the agent Secret.
 	// +optional
 	SecretTemplate *SecretTemplate `json:"secretTemplate,omitempty"`
 }
+
+// RestartTargetKind is a kind of workload agentcred can restart.
+// +kubebuilder:validation:Enum=Deployment;StatefulSet;DaemonSet
+type RestartTargetKind string
+
+// Kinds of restart targets.
+const (
+	DeploymentKind  RestartTargetKind = "Deployment"
+	StatefulSetKind RestartTargetKind = "StatefulSet"
+	DaemonSetKind   RestartTargetKind = "DaemonSet"
+)
+
+// RestartTarget is a workload in the credential's namespace whose pods read
+// the key (for example from an environment variable) and must be restarted
+// when it changes.
+type RestartTarget struct {
+	// Kind of the workload: Deployment, StatefulSet or DaemonSet.
+	Kind RestartTargetKind `json:"kind"`
+	// Name of the workload in the credential's namespace.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Name string `json:"name"`
+}
+
+// String is Kind/name, as events and the CLI show a target.
+func (t RestartTarget) String() string { return string(t.Kind) + "/" + t.Name }
 
 // RotationSpec schedules key rotation.
 // +kubebuilder:validation:XValidation:rule="!has(self.gracePeriod) || !has(self.period) || duration(self.gracePeriod) < duration(self.period)",message="gracePeriod must be shorter than period"
@@ -121,6 +155,17 @@ type RotationSpec struct {
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s')",message="gracePeriod must not be negative"
 	// +optional
 	GracePeriod *metav1.Duration `json:"gracePeriod,omitempty"`
+
+	// RestartTargets are workloads in this namespace restarted whenever the
+	// agent Secret gets a new key: their pod template gets the annotation
+	// auth.agrenting.io/restarted-for: <keyID>. After a scheduled rotation
+	// the previous key stays valid beyond gracePeriod while a target is
+	// still rolling out (up to the operator's --max-grace). Up to 20.
+	// +kubebuilder:validation:MaxItems=20
+	// +kubebuilder:validation:XValidation:rule="self.all(t, self.exists_one(u, u.kind == t.kind && u.name == t.name))",message="restartTargets must be unique"
+	// +listType=atomic
+	// +optional
+	RestartTargets []RestartTarget `json:"restartTargets,omitempty"`
 }
 
 // SecretTemplate holds metadata for the agent Secret.
@@ -167,6 +212,11 @@ type AgentCredentialStatus struct {
 	// annotation that was acted on.
 	// +optional
 	LastRotationRequest string `json:"lastRotationRequest,omitempty"`
+	// RestartTargets says, per restart target, whether it runs the current
+	// key: RolledOut, Rolling or NotFound.
+	// +listType=atomic
+	// +optional
+	RestartTargets []RestartTargetStatus `json:"restartTargets,omitempty"`
 	// ObservedGeneration is the generation the status describes.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
@@ -175,6 +225,32 @@ type AgentCredentialStatus struct {
 	// +listMapKey=type
 	// +optional
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// RolloutState says where a restart target's rollout of the current key is.
+type RolloutState string
+
+// Rollout states of a restart target.
+const (
+	// RolledOut: the target's pod template names the current key and its
+	// rollout has completed.
+	RolledOut RolloutState = "RolledOut"
+	// Rolling: the target was restarted for the current key and its rollout
+	// has not completed yet.
+	Rolling RolloutState = "Rolling"
+	// TargetNotFound: no such workload in the credential's namespace.
+	TargetNotFound RolloutState = "NotFound"
+)
+
+// RestartTargetStatus is the rollout state of one restart target.
+type RestartTargetStatus struct {
+	Kind RestartTargetKind `json:"kind"`
+	Name string            `json:"name"`
+	// State is RolledOut, Rolling or NotFound.
+	State RolloutState `json:"state"`
+	// Message says what the rollout waits for.
+	// +optional
+	Message string `json:"message,omitempty"`
 }
 
 // AgentCredential asks agentcred to issue a key into a Secret, keep its hash
@@ -188,6 +264,7 @@ type AgentCredentialStatus struct {
 // +kubebuilder:printcolumn:name="Agent",type=string,JSONPath=`.status.agentID`
 // +kubebuilder:printcolumn:name="Secret",type=string,JSONPath=`.status.secretName`
 // +kubebuilder:printcolumn:name="Key",type=string,JSONPath=`.status.keyID`
+// +kubebuilder:printcolumn:name="Expires",type=string,JSONPath=`.spec.expiresAt`,priority=1
 // +kubebuilder:printcolumn:name="Next Rotation",type=string,JSONPath=`.status.nextRotationTime`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`

@@ -26,6 +26,9 @@ const (
 	SecretRoleSessionKeys = "session-keys"
 	// RotateAnnotation requests an immediate rotation when its value changes.
 	RotateAnnotation = "auth.agrenting.io/rotate"
+	// RestartedForAnnotation is set on each restart target's pod template to
+	// the keyID the pods must run with; changing it rolls the workload.
+	RestartedForAnnotation = "auth.agrenting.io/restarted-for"
 	// CleanupFinalizer removes the hash Secret in the operator namespace.
 	CleanupFinalizer = "auth.agrenting.io/cleanup"
 )
@@ -69,5 +72,7 @@ const (
 	// claims and may not claim another identity.
 	ReasonClaimLimitReached = "ClaimLimitReached"
 	ReasonSecretConflict    = "SecretConflict"
-	ReasonReconcileFailed   = "ReconcileFailed"
+	// ReasonExpired: spec.expiresAt has passed; the key no longer authenticates.
+	ReasonExpired         = "Expired"
+	ReasonReconcileFailed = "ReconcileFailed"
 )

@@ -25,6 +25,8 @@ type Entry struct {
 	User     string
 	// SessionTTL caps sessions minted from this credential (0: no cap).
 	SessionTTL time.Duration
+	// ExpiresAt is the credential's hard expiry (zero: none).
+	ExpiresAt time.Time
 
 	Current           credential.Digest
 	Pending           *credential.Digest
@@ -42,6 +44,11 @@ func (e *Entry) HasAgent(agentID string) bool {
 	return false
 }
 
+// Expired reports whether the credential's hard expiry has passed at now.
+func (e *Entry) Expired(now time.Time) bool {
+	return !e.ExpiresAt.IsZero() && !now.Before(e.ExpiresAt)
+}
+
 // accepts reports whether d authenticates for this entry at now, by the
 // same rule as the hash record it came from.
 func (e *Entry) accepts(d credential.Digest, now time.Time) bool {
@@ -55,6 +62,7 @@ func EntryFromRecord(rec *hashsecret.Record) *Entry {
 		Kind:       credential.APIKey,
 		User:       rec.User,
 		SessionTTL: rec.SessionTTL,
+		ExpiresAt:  rec.ExpiresAt,
 		Current:    rec.Current.Digest,
 	}
 	if rec.Type == string(authv1alpha1.UserTokenType) {

@@ -324,6 +324,9 @@ func (s *Server) handleAuthenticate(w http.ResponseWriter, r *http.Request) outc
 	if expires.After(key.ExpiresAt) {
 		expires = key.ExpiresAt // no session outlives the key that verifies it
 	}
+	if e := id.Entry.ExpiresAt; !e.IsZero() && expires.After(e) {
+		expires = e // nor the credential's hard expiry
+	}
 	token, mintErr := session.Mint(session.Claims{
 		AgentID: id.AgentID, KeyID: id.KeyID, Credential: id.Credential, IssuedAt: now, ExpiresAt: expires,
 	}, key)
@@ -384,6 +387,8 @@ func wwwAuthenticate(e *Error) string {
 		return `Bearer realm="agentcred"`
 	case "expired_session":
 		return `Bearer realm="agentcred", error="invalid_token", error_description="session expired"`
+	case "expired_credentials":
+		return `Bearer realm="agentcred", error="invalid_token", error_description="credential expired"`
 	default:
 		return `Bearer realm="agentcred", error="invalid_token"`
 	}

@@ -53,6 +53,7 @@ var (
 	ErrMissingCredentials     = &Error{http.StatusUnauthorized, "missing_credentials", "no credential: send X-API-Key, Api-Key or Authorization: Bearer"}
 	ErrInvalidCredentials     = &Error{http.StatusUnauthorized, "invalid_credentials", "the credential is not valid"}
 	ErrExpiredSession         = &Error{http.StatusUnauthorized, "expired_session", "the session token has expired; authenticate again"}
+	ErrExpiredCredentials     = &Error{http.StatusUnauthorized, "expired_credentials", "the credential has expired (spec.expiresAt); ask for a new one"}
 	ErrRevokedSession         = &Error{http.StatusUnauthorized, "invalid_credentials", "the session was ended by a rotation or revocation of the key that minted it"}
 	ErrAgentNotPermitted      = &Error{http.StatusForbidden, "agent_not_permitted", "this credential may not act as the agent in X-Agent-ID"}
 	ErrRateLimited            = &Error{http.StatusTooManyRequests, "rate_limited", "too many failed attempts; retry later"}
@@ -260,6 +261,9 @@ func (v *Verifier) verifyKey(token string, kind credential.Kind, agentID string,
 	if !ok || e.Kind != kind {
 		return Identity{}, ErrInvalidCredentials
 	}
+	if e.Expired(now) {
+		return Identity{}, ErrExpiredCredentials
+	}
 	agent, err := chooseAgent(e, agentID)
 	if err != nil {
 		return Identity{}, err
@@ -302,6 +306,9 @@ func (v *Verifier) verifySession(token, agentID string, now time.Time) (Identity
 	e, ok := v.Index.ByCredential(claims.Credential)
 	if !ok || e.Current.KeyID() != claims.KeyID || !e.HasAgent(claims.AgentID) {
 		return Identity{}, ErrRevokedSession
+	}
+	if e.Expired(now) {
+		return Identity{}, ErrExpiredCredentials
 	}
 	// spec.sessionTTL applies to sessions already minted: lowering it
 	// shortens them (they were minted under the old cap).

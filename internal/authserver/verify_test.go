@@ -30,6 +30,10 @@ type fixture struct {
 	// spec.sessionTTL has since been lowered to one minute.
 	cappedSession                  string
 	rotatedSession, foreignSession string
+	// expiredKey belongs to a credential whose spec.expiresAt is now;
+	// expiredKeySession was minted from it an hour earlier; expiringKey's
+	// credential expires a second from now.
+	expiredKey, expiredKeySession, expiringKey string
 }
 
 func mustGenerate(t testing.TB, k credential.Kind) string {
@@ -72,6 +76,15 @@ func newFixture(t testing.TB) *fixture {
 		Credential: "team-a/capped", Type: "APIKey", AgentIDs: []string{agentA}, SessionTTL: time.Minute,
 		Current: hashsecret.Entry{Digest: credential.DigestOf(cappedKey)},
 	}))
+	f.expiredKey, f.expiringKey = mustGenerate(t, credential.APIKey), mustGenerate(t, credential.APIKey)
+	idx.Put(EntryFromRecord(&hashsecret.Record{
+		Credential: "team-a/expired", Type: "APIKey", AgentIDs: []string{agentA}, ExpiresAt: now,
+		Current: hashsecret.Entry{Digest: credential.DigestOf(f.expiredKey)},
+	}))
+	idx.Put(EntryFromRecord(&hashsecret.Record{
+		Credential: "team-a/expiring", Type: "APIKey", AgentIDs: []string{agentA}, ExpiresAt: now.Add(time.Second),
+		Current: hashsecret.Entry{Digest: credential.DigestOf(f.expiringKey)},
+	}))
 	ring := &session.Keyring{Keys: []session.Key{signing}}
 	f.verifier = &Verifier{Index: idx, Keyring: func() *session.Keyring { return ring }}
 	mint := func(agent, keyID, cred string, exp time.Time, key session.Key) string {
@@ -86,6 +99,7 @@ func newFixture(t testing.TB) *fixture {
 	f.otherAgent = mint(agentC, credential.KeyID(f.apiKey), "team-a/billing", now.Add(time.Hour), signing)
 	f.rotatedSession = mint(agentA, credential.KeyID(f.oldAPIKey), "team-a/billing", now.Add(time.Hour), signing)
 	f.cappedSession = mint(agentA, credential.KeyID(cappedKey), "team-a/capped", now.Add(time.Hour), signing)
+	f.expiredKeySession = mint(agentA, credential.KeyID(f.expiredKey), "team-a/expired", now.Add(time.Hour), signing)
 	f.foreignSession = mint(agentA, credential.KeyID(f.apiKey), "team-a/billing", now.Add(time.Hour),
 		session.Key{ID: "05060708", Secret: []byte("ffffffffffffffffffffffffffffffff"), ExpiresAt: now.Add(time.Hour)})
 	return f
@@ -124,6 +138,8 @@ func TestVerify(t *testing.T) {
 		{"previous key in grace", hdr("X-API-Key", f.oldAPIKey), nil, agentA, MethodAPIKey},
 		{"staged key", hdr("X-API-Key", f.pendingKey), nil, agentA, MethodAPIKey},
 		{"previous key after grace", hdr("X-API-Key", f.revoked), ErrInvalidCredentials, "", ""},
+		{"key of a credential past expiresAt", hdr("X-API-Key", f.expiredKey), ErrExpiredCredentials, "", ""},
+		{"key a second before expiresAt", hdr("X-API-Key", f.expiringKey), nil, agentA, MethodAPIKey},
 		{"unknown key", hdr("X-API-Key", unknown), ErrInvalidCredentials, "", ""},
 		{"typo fails the checksum", hdr("X-API-Key", typo), ErrMistypedKey, "", ""},
 		{"API key for another agent", hdr("X-API-Key", f.apiKey, "X-Agent-ID", agentB), ErrAgentNotPermitted, "", ""},
@@ -157,6 +173,7 @@ func TestVerify(t *testing.T) {
 		{"session of a rotated key", hdr("Authorization", "Bearer "+f.rotatedSession), ErrRevokedSession, "", ""},
 		{"session older than a lowered spec.sessionTTL", hdr("Authorization", "Bearer "+f.cappedSession), ErrExpiredSession, "", ""},
 		{"session for an agent the credential lacks", hdr("Authorization", "Bearer "+f.otherAgent), ErrRevokedSession, "", ""},
+		{"session minted before its credential expired", hdr("Authorization", "Bearer "+f.expiredKeySession), ErrExpiredCredentials, "", ""},
 		{"session signed with an unknown key", hdr("Authorization", "Bearer "+f.foreignSession), ErrInvalidCredentials, "", ""},
 		{"truncated session", hdr("Authorization", "Bearer "+f.session[:40]), ErrInvalidCredentials, "", ""},
 		{"session in X-API-Key", hdr("X-API-Key", f.session), ErrTokenInAPIKeyHeader, "", ""},
@@ -183,7 +200,7 @@ func TestVerify(t *testing.T) {
 func TestErrorStatusCodes(t *testing.T) {
 	want := map[*Error]int{
 		ErrConflictingCredentials: 400, ErrInvalidAgentID: 400, ErrAgentIDRequired: 400,
-		ErrMissingCredentials: 401, ErrInvalidCredentials: 401, ErrExpiredSession: 401, ErrRevokedSession: 401,
+		ErrMissingCredentials: 401, ErrInvalidCredentials: 401, ErrExpiredSession: 401, ErrRevokedSession: 401, ErrExpiredCredentials: 401,
 		ErrAgentNotPermitted: 403, ErrRateLimited: 429,
 	}
 	for e, status := range want {

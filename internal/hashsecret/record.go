@@ -25,6 +25,7 @@ const (
 	KeyAgentIDs            = "agent-ids" // newline-separated
 	KeyUser                = "user"
 	KeySessionTTL          = "session-ttl"
+	KeyExpiresAt           = "expires-at" // the credential's hard expiry
 	KeyCurrentDigest       = "current.sha256"
 	KeyCurrentKeyID        = "current.key-id"
 	KeyCurrentIssuedAt     = "current.issued-at"
@@ -35,6 +36,7 @@ const (
 	KeyPendingKeyID        = "pending.key-id"
 	KeyPendingReason       = "pending.reason"
 	KeyPendingStartedAt    = "pending.started-at"
+	KeyPendingExpiresAt    = "pending.expires-at" // the hard expiry a renewal sets
 	KeyRotationCount       = "rotation-count"
 	KeyLastRotationRequest = "last-rotation-request"
 )
@@ -55,7 +57,8 @@ type Entry struct {
 	Digest credential.Digest
 	// IssuedAt is when the current key was issued (current only).
 	IssuedAt time.Time
-	// ExpiresAt is when a previous key stops authenticating (previous only).
+	// ExpiresAt is when a previous key stops authenticating (previous), or
+	// the hard expiry a renewing pending key gives the record (pending).
 	ExpiresAt time.Time
 	// Reason says why a pending key is being issued (pending only).
 	Reason string
@@ -72,6 +75,9 @@ type Record struct {
 	AgentIDs   []string
 	User       string
 	SessionTTL time.Duration
+	// ExpiresAt is the credential's hard expiry (zero: none). From then on
+	// no key of it authenticates.
+	ExpiresAt time.Time
 
 	// Current is the key in the agent Secret.
 	Current Entry
@@ -84,6 +90,11 @@ type Record struct {
 
 	RotationCount       int64
 	LastRotationRequest string
+}
+
+// Expired reports whether the credential's hard expiry has passed at now.
+func (r *Record) Expired(now time.Time) bool {
+	return !r.ExpiresAt.IsZero() && !now.Before(r.ExpiresAt)
 }
 
 // Accepts reports whether digest authenticates at now.
@@ -133,6 +144,9 @@ func (r *Record) Data() map[string][]byte {
 	if r.SessionTTL > 0 {
 		d[KeySessionTTL] = []byte(r.SessionTTL.String())
 	}
+	if !r.ExpiresAt.IsZero() {
+		d[KeyExpiresAt] = []byte(formatTime(r.ExpiresAt))
+	}
 	if r.LastRotationRequest != "" {
 		d[KeyLastRotationRequest] = []byte(r.LastRotationRequest)
 	}
@@ -146,6 +160,9 @@ func (r *Record) Data() map[string][]byte {
 		d[KeyPendingKeyID] = []byte(p.Digest.KeyID())
 		d[KeyPendingReason] = []byte(p.Reason)
 		d[KeyPendingStartedAt] = []byte(formatTime(p.StartedAt))
+		if !p.ExpiresAt.IsZero() {
+			d[KeyPendingExpiresAt] = []byte(formatTime(p.ExpiresAt))
+		}
 	}
 	return d
 }
@@ -186,6 +203,11 @@ func Parse(data map[string][]byte) (*Record, error) {
 		r.RotationCount = c
 	}
 	var err error
+	if _, ok := data[KeyExpiresAt]; ok {
+		if r.ExpiresAt, err = parseTime(data, KeyExpiresAt); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if r.Current.Digest, err = parseDigest(data, KeyCurrentDigest, KeyCurrentKeyID); err != nil {
 		errs = append(errs, err)
 	}
@@ -209,6 +231,11 @@ func Parse(data map[string][]byte) (*Record, error) {
 		}
 		if p.StartedAt, err = parseTime(data, KeyPendingStartedAt); err != nil {
 			errs = append(errs, err)
+		}
+		if _, ok := data[KeyPendingExpiresAt]; ok {
+			if p.ExpiresAt, err = parseTime(data, KeyPendingExpiresAt); err != nil {
+				errs = append(errs, err)
+			}
 		}
 		r.Pending = p
 	}

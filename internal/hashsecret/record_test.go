@@ -14,9 +14,10 @@ func sampleRecord() *Record {
 	return &Record{
 		Credential: "agents/billing", UID: "uid-1", Type: "UserToken",
 		AgentIDs: []string{"a", "b"}, User: "alice@example.com", SessionTTL: 30 * time.Minute,
+		ExpiresAt:           now.Add(24 * time.Hour),
 		Current:             Entry{Digest: credential.DigestOf("ak_1"), IssuedAt: now},
 		Previous:            &Entry{Digest: credential.DigestOf("ak_0"), ExpiresAt: now.Add(10 * time.Minute)},
-		Pending:             &Entry{Digest: credential.DigestOf("ak_2"), Reason: "Requested", StartedAt: now},
+		Pending:             &Entry{Digest: credential.DigestOf("ak_2"), Reason: "Renew", StartedAt: now, ExpiresAt: now.Add(48 * time.Hour)},
 		RotationCount:       3,
 		LastRotationRequest: "2026-11-28",
 	}
@@ -66,6 +67,7 @@ func TestParseRejectsDamage(t *testing.T) {
 		"bad pending digest":  func(d map[string][]byte) { d[KeyPendingDigest] = []byte("00") },
 		"bad ttl":             func(d map[string][]byte) { d[KeySessionTTL] = []byte("forever") },
 		"negative count":      func(d map[string][]byte) { d[KeyRotationCount] = []byte("-1") },
+		"bad expiry":          func(d map[string][]byte) { d[KeyExpiresAt] = []byte("soon") },
 	}
 	for name, damage := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -149,5 +151,26 @@ func TestSessionTTLEdges(t *testing.T) {
 	data[KeySessionTTL] = []byte("-1s")
 	if _, err := Parse(data); err == nil {
 		t.Fatal("a negative TTL was accepted")
+	}
+}
+
+func TestExpired(t *testing.T) {
+	at := time.Date(2027, 3, 1, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name      string
+		expiresAt time.Time
+		now       time.Time
+		want      bool
+	}{
+		{"no expiry", time.Time{}, at.Add(100 * 365 * 24 * time.Hour), false},
+		{"before", at, at.Add(-time.Second), false},
+		{"at the instant", at, at, true},
+		{"after", at, at.Add(time.Second), true},
+	}
+	for _, tt := range tests {
+		r := &Record{ExpiresAt: tt.expiresAt}
+		if got := r.Expired(tt.now); got != tt.want {
+			t.Errorf("%s: Expired = %v, want %v", tt.name, got, tt.want)
+		}
 	}
 }

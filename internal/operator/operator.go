@@ -221,7 +221,7 @@ func setupController(mgr manager.Manager, o *Options, deps Deps) (*controllers.M
 		return nil, fmt.Errorf("registering metrics: %w", err)
 	}
 	r := controllers.NewReconciler(mgr, deps.Clock, o.OperatorNamespace, metrics)
-	r.IdentityClaims, r.MaxClaimsPerNamespace = o.IdentityClaims, o.MaxClaimsPerNamespace
+	r.IdentityClaims, r.MaxClaimsPerNamespace, r.MaxGrace = o.IdentityClaims, o.MaxClaimsPerNamespace, o.MaxGrace
 	if err := r.SetupWithManager(mgr, controllers.SetupOptions{MaxConcurrentReconciles: o.MaxConcurrentReconciles}); err != nil {
 		return nil, err
 	}

@@ -49,6 +49,8 @@ type Options struct {
 	ClaimHold      time.Duration
 	// MaxClaimsPerNamespace bounds the claims one namespace makes on first use.
 	MaxClaimsPerNamespace int
+	// MaxGrace caps the previous key's life while restart targets roll out.
+	MaxGrace time.Duration
 
 	EnableController   bool
 	EnableAuthEndpoint bool
@@ -94,6 +96,7 @@ func DefaultOptions() Options {
 		IdentityClaims:          tenancy.FirstUse,
 		ClaimHold:               controllers.DefaultClaimHold,
 		MaxClaimsPerNamespace:   10000,
+		MaxGrace:                controllers.DefaultMaxGrace,
 		EnableController:        true,
 		EnableAuthEndpoint:      true,
 		EnableWebhook:           true,
@@ -128,6 +131,8 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 		"How long an IdentityClaim that agentcred made stays with its namespace after the last credential there stopped using it.")
 	fs.IntVar(&o.MaxClaimsPerNamespace, "max-claims-per-namespace", o.MaxClaimsPerNamespace,
 		"How many IdentityClaims may bind one namespace before it can claim no more identities on first use (claims are cluster-scoped: no ResourceQuota counts them); 0: no limit.")
+	fs.DurationVar(&o.MaxGrace, "max-grace", o.MaxGrace,
+		"How long, at most, a scheduled rotation's previous key stays valid while a restart target is still rolling out (a Warning event GraceCapReached when it is cut).")
 	fs.BoolVar(&o.EnableController, "enable-controller", o.EnableController, "Run the AgentCredential controller (and the session signing-key rotator). Off: the auth endpoint alone, needing only read access to Secrets in the operator namespace.")
 	fs.BoolVar(&o.EnableAuthEndpoint, "enable-auth-endpoint", o.EnableAuthEndpoint, "Serve the auth endpoint.")
 	fs.BoolVar(&o.EnableWebhook, "enable-webhook", o.EnableWebhook, "Serve the validating admission webhook.")
@@ -176,6 +181,8 @@ func (o *Options) Complete() error {
 		return errors.New("--max-claims-per-namespace must not be negative")
 	case o.ClaimHold < time.Minute:
 		return errors.New("--claim-hold must be at least 1m")
+	case o.MaxGrace < 0:
+		return errors.New("--max-grace must not be negative")
 	case o.SessionTTL < time.Minute || o.SessionTTL > maxSessionTTL:
 		return fmt.Errorf("--session-ttl must be between 1m and %s", maxSessionTTL)
 	case o.SessionKeyRotation < time.Hour:

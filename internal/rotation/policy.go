@@ -27,6 +27,9 @@ const (
 	Requested Reason = "Requested"
 	// Reissue replaces a key that was lost or damaged in the agent Secret; the old key is revoked at once.
 	Reissue Reason = "Reissue"
+	// Renew replaces a key that expired (spec.expiresAt) after the expiry
+	// was moved into the future: the expired key never comes back.
+	Renew Reason = "Renew"
 )
 
 // Action is what the reconciler must do about the agent Secret's key before
@@ -96,16 +99,67 @@ func NextRotation(issuedAt time.Time, period time.Duration) time.Time {
 	return issuedAt.Add(period)
 }
 
+// OnSchedule reports whether a rotation is scheduled for the current key: a
+// credential whose hard expiry comes first is never rotated on schedule.
+func OnSchedule(rec *hashsecret.Record, period time.Duration) bool {
+	return rec.ExpiresAt.IsZero() || NextRotation(rec.Current.IssuedAt, period).Before(rec.ExpiresAt)
+}
+
 // Due reports whether the current key must be rotated now, and why. A
-// rotate-annotation value not yet acted on wins over the schedule.
+// rotate-annotation value not yet acted on wins over the schedule. An
+// expired credential is never rotated (Renewal decides about it).
 func Due(rec *hashsecret.Record, period time.Duration, request string, now time.Time) Reason {
+	if rec.Expired(now) {
+		return None
+	}
 	if request != "" && request != rec.LastRotationRequest {
 		return Requested
 	}
-	if !now.Before(NextRotation(rec.Current.IssuedAt, period)) {
+	if OnSchedule(rec, period) && !now.Before(NextRotation(rec.Current.IssuedAt, period)) {
 		return Scheduled
 	}
 	return None
+}
+
+// Renewal reports whether an expired credential needs a new key because
+// spec.expiresAt (want, zero for none) now lies in the future. The expired
+// key itself is never made valid again.
+func Renewal(rec *hashsecret.Record, want, now time.Time) bool {
+	return rec.Expired(now) && (want.IsZero() || now.Before(want))
+}
+
+// WithExpiry returns rec with the hard expiry want (zero: none), and
+// whether it changed. An expired record keeps its expiry: only a new key
+// (Renewal) may outlive it. Moving the expiry earlier, even into the past,
+// applies at once.
+func WithExpiry(rec hashsecret.Record, want, now time.Time) (hashsecret.Record, bool) {
+	if rec.Expired(now) || rec.ExpiresAt.Equal(want) {
+		return rec, false
+	}
+	rec.ExpiresAt = want
+	return rec, true
+}
+
+// GraceDeadline is when the previous key of a scheduled rotation at
+// rotatedAt stops authenticating: after grace, or while a restart target is
+// still rolling out, after maxGrace (when that is longer).
+func GraceDeadline(rotatedAt time.Time, grace, maxGrace time.Duration, rolling bool) time.Time {
+	if rolling && maxGrace > grace {
+		return rotatedAt.Add(maxGrace)
+	}
+	return rotatedAt.Add(grace)
+}
+
+// WithGraceDeadline returns rec with its previous key's expiry set to
+// deadline, and whether it changed.
+func WithGraceDeadline(rec hashsecret.Record, deadline time.Time) (hashsecret.Record, bool) {
+	if rec.Previous == nil || rec.Previous.ExpiresAt.Equal(deadline) {
+		return rec, false
+	}
+	p := *rec.Previous
+	p.ExpiresAt = deadline
+	rec.Previous = &p
+	return rec, true
 }
 
 // NeedsStaging reports whether a new key must be staged (accepted by the
@@ -119,10 +173,15 @@ func NeedsStaging(agent AgentKey, reason Reason) bool {
 }
 
 // Stage returns rec with a new key staged as pending. The staged key is
-// accepted by the endpoint before it is written to the agent Secret.
-func Stage(rec hashsecret.Record, digest credential.Digest, reason Reason, now time.Time) hashsecret.Record {
+// accepted by the endpoint before it is written to the agent Secret (unless
+// the record has expired). expiresAt is the hard expiry a renewal (reason
+// Renew) gives the record when the key is promoted.
+func Stage(rec hashsecret.Record, digest credential.Digest, reason Reason, now, expiresAt time.Time) hashsecret.Record {
 	// Times are kept to the second: that is what the hash Secret and the status store.
 	rec.Pending = &hashsecret.Entry{Digest: digest, Reason: string(reason), StartedAt: now.UTC().Truncate(time.Second)}
+	if reason == Renew {
+		rec.Pending.ExpiresAt = expiresAt
+	}
 	return rec
 }
 
@@ -148,6 +207,9 @@ func Promote(rec hashsecret.Record, grace time.Duration, request string) hashsec
 	if reason != Scheduled {
 		rec.LastRotationRequest = request
 	}
+	if reason == Renew {
+		rec.ExpiresAt = p.ExpiresAt
+	}
 	rec.Pending = nil
 	return rec
 }
@@ -163,11 +225,26 @@ func Prune(rec hashsecret.Record, now time.Time) (hashsecret.Record, bool) {
 }
 
 // RequeueAfter is how long until the record next needs attention: the next
-// scheduled rotation or the end of the previous key's grace, whichever is first.
+// scheduled rotation, the end of the previous key's grace or the hard
+// expiry, whichever is first; zero when nothing is ahead (an expired record).
 func RequeueAfter(rec *hashsecret.Record, period time.Duration, now time.Time) time.Duration {
-	next := NextRotation(rec.Current.IssuedAt, period)
-	if rec.Previous != nil && rec.Previous.ExpiresAt.Before(next) {
-		next = rec.Previous.ExpiresAt
+	var next time.Time
+	earliest := func(t time.Time) {
+		if next.IsZero() || t.Before(next) {
+			next = t
+		}
+	}
+	if rec.Expired(now) {
+		return 0
+	}
+	if OnSchedule(rec, period) {
+		earliest(NextRotation(rec.Current.IssuedAt, period))
+	}
+	if rec.Previous != nil {
+		earliest(rec.Previous.ExpiresAt)
+	}
+	if !rec.ExpiresAt.IsZero() {
+		earliest(rec.ExpiresAt)
 	}
 	if d := next.Sub(now); d > 0 {
 		return d

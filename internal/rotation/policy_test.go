@@ -80,6 +80,13 @@ func TestAssess(t *testing.T) {
 	}
 }
 
+// expiring is record() with a hard expiry after d.
+func expiring(d time.Duration) *hashsecret.Record {
+	r := record()
+	r.ExpiresAt = t0.Add(d)
+	return r
+}
+
 func TestDue(t *testing.T) {
 	withRequest := record()
 	withRequest.LastRotationRequest = "r1"
@@ -101,6 +108,11 @@ func TestDue(t *testing.T) {
 		{"changed request", withRequest, 90 * day, "r2", t0.Add(time.Hour), Requested},
 		{"request wins over schedule", withRequest, time.Hour, "r2", t0.Add(2 * time.Hour), Requested},
 		{"annotation removed", withRequest, 90 * day, "", t0.Add(time.Hour), None},
+		{"expiry before the schedule", expiring(60 * day), 90 * day, "", t0.Add(90 * day), None},
+		{"expiry at the scheduled instant", expiring(90 * day), 90 * day, "", t0.Add(90 * day), None},
+		{"expiry after the schedule", expiring(91 * day), 90 * day, "", t0.Add(90 * day), Scheduled},
+		{"request on an expired credential", expiring(day), 90 * day, "r1", t0.Add(2 * day), None},
+		{"request a second before expiry", expiring(day), 90 * day, "r1", t0.Add(day - time.Second), Requested},
 	}
 	for _, tt := range tests {
 		if got := Due(tt.rec, tt.period, tt.request, tt.now); got != tt.want {
@@ -130,7 +142,7 @@ func TestStageAndPromote(t *testing.T) {
 			rec := *record()
 			rec.LastRotationRequest = "old"
 			rec.Previous = &hashsecret.Entry{Digest: k3, ExpiresAt: now.Add(time.Hour)}
-			staged := Stage(rec, k2, tt.reason, now)
+			staged := Stage(rec, k2, tt.reason, now, time.Time{})
 			if staged.Pending == nil || !staged.Pending.Digest.Equal(k2) || !staged.Current.Digest.Equal(k1) {
 				t.Fatal("Stage must add k2 as pending and keep k1 current")
 			}
@@ -222,7 +234,7 @@ func TestStageKeepsWholeSeconds(t *testing.T) {
 	now := t0.Add(1500 * time.Millisecond)
 	base := *record()
 	base.Credential, base.UID, base.Type = "team-a/agent", "uid-1", "APIKey"
-	staged := Stage(base, k2, Scheduled, now)
+	staged := Stage(base, k2, Scheduled, now, time.Time{})
 	if got := staged.Pending.StartedAt; !got.Equal(t0.Add(time.Second)) || got.Location() != time.UTC {
 		t.Fatalf("staged at %v, want %v in UTC", got, t0.Add(time.Second))
 	}
@@ -232,5 +244,109 @@ func TestStageKeepsWholeSeconds(t *testing.T) {
 	}
 	if !back.Pending.StartedAt.Equal(staged.Pending.StartedAt) {
 		t.Fatalf("round trip changed the staged time: %v -> %v", staged.Pending.StartedAt, back.Pending.StartedAt)
+	}
+}
+
+func TestRenewalAndExpiry(t *testing.T) {
+	at := t0.Add(30 * day)
+	tests := []struct {
+		name        string
+		rec         *hashsecret.Record
+		want        time.Time
+		now         time.Time
+		renew       bool
+		wantExpiry  time.Time
+		wantChanged bool
+	}{
+		{"live, no expiry asked", record(), time.Time{}, at, false, time.Time{}, false},
+		{"live, expiry set", record(), at, t0, false, at, true},
+		{"live, expiry moved later", expiring(day), at, t0, false, at, true},
+		{"live, expiry moved into the past: applies at once", expiring(60 * day), t0.Add(day), at, false, t0.Add(day), true},
+		{"live, expiry removed", expiring(60 * day), time.Time{}, at, false, time.Time{}, true},
+		{"expired, unchanged", expiring(day), t0.Add(day), at, false, t0.Add(day), false},
+		{"expired, moved later: renew, record keeps its expiry", expiring(day), at.Add(day), at, true, t0.Add(day), false},
+		{"expired, removed: renew", expiring(day), time.Time{}, at, true, t0.Add(day), false},
+		{"expired, moved to another past instant", expiring(day), t0.Add(2 * day), at, false, t0.Add(day), false},
+		{"expired, moved to now exactly", expiring(day), at, at, false, t0.Add(day), false},
+	}
+	for _, tt := range tests {
+		if got := Renewal(tt.rec, tt.want, tt.now); got != tt.renew {
+			t.Errorf("%s: Renewal = %v, want %v", tt.name, got, tt.renew)
+		}
+		got, changed := WithExpiry(*tt.rec, tt.want, tt.now)
+		if changed != tt.wantChanged || !got.ExpiresAt.Equal(tt.wantExpiry) {
+			t.Errorf("%s: WithExpiry = %v (changed %v), want %v (changed %v)", tt.name, got.ExpiresAt, changed, tt.wantExpiry, tt.wantChanged)
+		}
+	}
+}
+
+func TestRenewPromotesWithTheNewExpiry(t *testing.T) {
+	rec := *expiring(day)
+	now, newExpiry := t0.Add(2*day), t0.Add(60*day)
+	staged := Stage(rec, k2, Renew, now, newExpiry)
+	if !staged.Expired(now) {
+		t.Fatal("staging a renewal must not revive the expired record before the key reaches the agent Secret")
+	}
+	got := Promote(staged, 10*time.Minute, "")
+	if !got.ExpiresAt.Equal(newExpiry) || got.Expired(now) || !got.Current.Digest.Equal(k2) {
+		t.Fatalf("promoted renewal = %+v, want k2 current until %v", got, newExpiry)
+	}
+	if got.Previous != nil {
+		t.Fatal("a renewal kept the expired key in grace")
+	}
+	if s := Stage(rec, k2, Scheduled, now, newExpiry); !s.Pending.ExpiresAt.IsZero() {
+		t.Fatal("only a renewal carries an expiry in its pending entry")
+	}
+}
+
+func TestGraceDeadline(t *testing.T) {
+	grace, maxGrace := 10*time.Minute, 24*time.Hour
+	tests := []struct {
+		name     string
+		grace    time.Duration
+		maxGrace time.Duration
+		rolling  bool
+		want     time.Time
+	}{
+		{"rolled out: grace", grace, maxGrace, false, t0.Add(grace)},
+		{"rolling: the cap", grace, maxGrace, true, t0.Add(maxGrace)},
+		{"rolling, cap shorter than grace: grace", 48 * time.Hour, maxGrace, true, t0.Add(48 * time.Hour)},
+		{"rolling, no grace", 0, maxGrace, true, t0.Add(maxGrace)},
+		{"rolled out, no grace", 0, maxGrace, false, t0},
+	}
+	for _, tt := range tests {
+		if got := GraceDeadline(t0, tt.grace, tt.maxGrace, tt.rolling); !got.Equal(tt.want) {
+			t.Errorf("%s: GraceDeadline = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+	rec := *record()
+	if _, changed := WithGraceDeadline(rec, t0.Add(time.Hour)); changed {
+		t.Fatal("WithGraceDeadline changed a record without a previous key")
+	}
+	rec.Previous = &hashsecret.Entry{Digest: k3, ExpiresAt: t0.Add(grace)}
+	got, changed := WithGraceDeadline(rec, t0.Add(maxGrace))
+	if !changed || !got.Previous.ExpiresAt.Equal(t0.Add(maxGrace)) || !rec.Previous.ExpiresAt.Equal(t0.Add(grace)) {
+		t.Fatal("WithGraceDeadline must extend a copy of the previous key's expiry")
+	}
+	if _, changed := WithGraceDeadline(got, t0.Add(maxGrace)); changed {
+		t.Fatal("WithGraceDeadline reported a change for the same deadline")
+	}
+}
+
+func TestRequeueWithExpiry(t *testing.T) {
+	tests := []struct {
+		name string
+		rec  *hashsecret.Record
+		now  time.Time
+		want time.Duration
+	}{
+		{"expiry before the next rotation", expiring(10 * day), t0, 10 * day},
+		{"expiry after the next rotation", expiring(100 * day), t0, 90 * day},
+		{"expired: nothing ahead", expiring(day), t0.Add(day), 0},
+	}
+	for _, tt := range tests {
+		if got := RequeueAfter(tt.rec, 90*day, tt.now); got != tt.want {
+			t.Errorf("%s: RequeueAfter = %v, want %v", tt.name, got, tt.want)
+		}
 	}
 }

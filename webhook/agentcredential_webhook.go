@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -45,6 +46,8 @@ type Validator struct {
 	// IdentityClaims is the claim mode: with Preassigned, identities
 	// without a claim for the namespace are refused too.
 	IdentityClaims tenancy.Mode
+	// Now is the clock of the expiry warnings (nil: time.Now).
+	Now func() time.Time
 }
 
 var _ admission.Validator[*authv1alpha1.AgentCredential] = &Validator{}
@@ -69,7 +72,7 @@ func (v *Validator) ValidateCreate(ctx context.Context, cred *authv1alpha1.Agent
 		return nil, err
 	}
 	errs = append(errs, identityErrs...)
-	return warnings(cred), invalid(cred, errs)
+	return v.warnings(cred), invalid(cred, errs)
 }
 
 // ValidateUpdate checks a changed credential. secretName and user cannot
@@ -79,13 +82,13 @@ func (v *Validator) ValidateCreate(ctx context.Context, cred *authv1alpha1.Agent
 func (v *Validator) ValidateUpdate(ctx context.Context, old, cred *authv1alpha1.AgentCredential) (admission.Warnings, error) {
 	added := addedIdentities(old, cred)
 	if !cred.DeletionTimestamp.IsZero() || len(added) == 0 {
-		return warnings(cred), nil
+		return v.warnings(cred), nil
 	}
 	errs, err := v.checkIdentities(ctx, cred, added)
 	if err != nil {
 		return nil, err
 	}
-	return warnings(cred), invalid(cred, errs)
+	return v.warnings(cred), invalid(cred, errs)
 }
 
 // ValidateDelete allows every delete.
@@ -192,8 +195,12 @@ func identityPath(cred *authv1alpha1.AgentCredential, id tenancy.Identity) *fiel
 }
 
 // warnings are advice, not errors.
-func warnings(cred *authv1alpha1.AgentCredential) admission.Warnings {
-	var w admission.Warnings
+func (v *Validator) warnings(cred *authv1alpha1.AgentCredential) admission.Warnings {
+	now := time.Now
+	if v.Now != nil {
+		now = v.Now
+	}
+	w := expiryWarnings(cred, now())
 	if p := cred.RotationPeriod(); p > RecommendedMaxPeriod {
 		w = append(w, fmt.Sprintf("spec.rotation.period: %s is longer than the 90 days (2160h) the platform recommends", p))
 	}
@@ -202,4 +209,26 @@ func warnings(cred *authv1alpha1.AgentCredential) admission.Warnings {
 			"pods still using it fail until they read the new key from the Secret")
 	}
 	return w
+}
+
+// expiryWarnings says when spec.expiresAt has passed already, or comes
+// before the next scheduled rotation (which then never happens).
+func expiryWarnings(cred *authv1alpha1.AgentCredential, now time.Time) admission.Warnings {
+	exp := cred.ExpiresAt()
+	if exp.IsZero() {
+		return nil
+	}
+	at := exp.UTC().Format(time.RFC3339)
+	if !now.Before(exp) {
+		return admission.Warnings{fmt.Sprintf("spec.expiresAt: %s has passed; the key does not authenticate (401 expired_credentials) until spec.expiresAt is moved into the future", at)}
+	}
+	issued := now
+	if t := cred.Status.LastRotationTime; t != nil {
+		issued = t.Time
+	}
+	if next := issued.Add(cred.RotationPeriod()); !next.Before(exp) {
+		return admission.Warnings{fmt.Sprintf("spec.expiresAt: %s comes before the next scheduled rotation (%s); the key will not be rotated, it stops authenticating at %s",
+			at, next.UTC().Format(time.RFC3339), at)}
+	}
+	return nil
 }

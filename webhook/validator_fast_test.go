@@ -3,6 +3,7 @@ package webhook_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
@@ -153,4 +154,44 @@ func TestValidatorWarnings(t *testing.T) {
 	w, err := fakeValidator(tenancy.FirstUse).ValidateCreate(context.Background(), cred)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(w).To(ConsistOf(ContainSubstring("spec.rotation.period"), ContainSubstring("spec.rotation.gracePeriod: 0s")))
+}
+
+func TestValidatorExpiryWarnings(t *testing.T) {
+	now := time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)
+	v := fakeValidator(tenancy.FirstUse)
+	v.Now = func() time.Time { return now }
+	expiring := func(at time.Time, mutate ...func(*authv1alpha1.AgentCredential)) *authv1alpha1.AgentCredential {
+		return apiKey("team-a", "temp", agentX, append([]func(*authv1alpha1.AgentCredential){func(c *authv1alpha1.AgentCredential) {
+			c.Spec.ExpiresAt = &metav1.Time{Time: at}
+		}}, mutate...)...)
+	}
+	issuedLongAgo := func(c *authv1alpha1.AgentCredential) {
+		c.Status.LastRotationTime = &metav1.Time{Time: now.Add(-80 * 24 * time.Hour)}
+	}
+	tests := []struct {
+		name string
+		cred *authv1alpha1.AgentCredential
+		want []string
+	}{
+		{"no expiry", apiKey("team-a", "temp", agentX), nil},
+		{"in the past", expiring(now.Add(-time.Hour)), []string{"spec.expiresAt: 2026-12-31T23:00:00Z has passed"}},
+		{"now", expiring(now), []string{"has passed"}},
+		{"before the next rotation of a new credential", expiring(now.Add(30 * 24 * time.Hour)),
+			[]string{"comes before the next scheduled rotation (2027-04-01T00:00:00Z)"}},
+		{"after the next rotation", expiring(now.Add(100 * 24 * time.Hour)), nil},
+		{"before an issued credential's next rotation", expiring(now.Add(5*24*time.Hour), issuedLongAgo),
+			[]string{"comes before the next scheduled rotation (2027-01-11T00:00:00Z)"}},
+		{"after an old credential's next rotation", expiring(now.Add(11*24*time.Hour), issuedLongAgo), nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := NewWithT(t)
+			w, err := v.ValidateCreate(context.Background(), tt.cred)
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(w).To(HaveLen(len(tt.want)))
+			for i, s := range tt.want {
+				g.Expect(w[i]).To(ContainSubstring(s))
+			}
+		})
+	}
 }

@@ -1,16 +1,22 @@
 // Package webhook is the validating admission webhook for AgentCredentials.
 // It does only what the CRD schema cannot, because it needs a lookup: it
 // refuses a secretName that would take over a Secret this credential does not
-// control, and agent IDs or users that another namespace has claimed. The controller enforces
-// the same rules, so bypassing the webhook gains nothing.
+// control, agent IDs or users that another namespace has claimed, and
+// restart targets the requester could not restart itself. The controller enforces
+// the same rules, so bypassing the webhook gains nothing — except the
+// restart-target check, which needs the requester, whom only admission sees.
 package webhook
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -35,6 +41,9 @@ const RecommendedMaxPeriod = authv1alpha1.DefaultRotationPeriod
 // +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingwebhookconfigurations,verbs=list;watch
 // +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingwebhookconfigurations,verbs=get;update;patch,resourceNames=agentcred-validating-webhook-configuration
 
+// Restart targets are checked with SubjectAccessReviews:
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
+
 // +kubebuilder:webhook:path=/validate-auth-agrenting-io-v1alpha1-agentcredential,mutating=false,failurePolicy=fail,sideEffects=None,groups=auth.agrenting.io,resources=agentcredentials,verbs=create;update,versions=v1alpha1,name=vagentcredential.auth.agrenting.io,admissionReviewVersions=v1,timeoutSeconds=5
 
 // Validator validates AgentCredentials on create and update.
@@ -46,6 +55,9 @@ type Validator struct {
 	// IdentityClaims is the claim mode: with Preassigned, identities
 	// without a claim for the namespace are refused too.
 	IdentityClaims tenancy.Mode
+	// Reviews creates SubjectAccessReviews: a restart target is allowed
+	// only if the requester may patch that workload itself.
+	Reviews client.Writer
 	// Now is the clock of the expiry warnings (nil: time.Now).
 	Now func() time.Time
 }
@@ -72,6 +84,11 @@ func (v *Validator) ValidateCreate(ctx context.Context, cred *authv1alpha1.Agent
 		return nil, err
 	}
 	errs = append(errs, identityErrs...)
+	targetErrs, err := v.checkRestartTargets(ctx, cred, cred.Spec.Rotation.RestartTargets)
+	if err != nil {
+		return nil, err
+	}
+	errs = append(errs, targetErrs...)
 	return v.warnings(cred), invalid(cred, errs)
 }
 
@@ -80,15 +97,78 @@ func (v *Validator) ValidateCreate(ctx context.Context, cred *authv1alpha1.Agent
 // checked, so a credential that conflicts already (made while the webhook
 // was bypassed) can still get its finalizer, annotations and deletion.
 func (v *Validator) ValidateUpdate(ctx context.Context, old, cred *authv1alpha1.AgentCredential) (admission.Warnings, error) {
-	added := addedIdentities(old, cred)
-	if !cred.DeletionTimestamp.IsZero() || len(added) == 0 {
+	if !cred.DeletionTimestamp.IsZero() {
 		return v.warnings(cred), nil
 	}
-	errs, err := v.checkIdentities(ctx, cred, added)
+	errs, err := v.checkIdentities(ctx, cred, addedIdentities(old, cred))
 	if err != nil {
 		return nil, err
 	}
+	targetErrs, err := v.checkRestartTargets(ctx, cred, addedTargets(old, cred))
+	if err != nil {
+		return nil, err
+	}
+	errs = append(errs, targetErrs...)
 	return v.warnings(cred), invalid(cred, errs)
+}
+
+// addedTargets returns the restart targets b names that a does not.
+func addedTargets(a, b *authv1alpha1.AgentCredential) []authv1alpha1.RestartTarget {
+	var out []authv1alpha1.RestartTarget
+	for _, t := range b.Spec.Rotation.RestartTargets {
+		if !slices.Contains(a.Spec.Rotation.RestartTargets, t) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// checkRestartTargets refuses a restart target the requester could not
+// restart itself (patch, as kubectl rollout restart does): otherwise anyone
+// allowed to write AgentCredentials could restart every workload in the
+// namespace through agentcred.
+func (v *Validator) checkRestartTargets(ctx context.Context, cred *authv1alpha1.AgentCredential, targets []authv1alpha1.RestartTarget) (field.ErrorList, error) {
+	if len(targets) == 0 {
+		return nil, nil
+	}
+	req, err := admission.RequestFromContext(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("checking restart targets: %w", err)
+	}
+	if v.Reviews == nil {
+		return nil, errors.New("checking restart targets: no SubjectAccessReview client")
+	}
+	var errs field.ErrorList
+	for _, t := range targets {
+		sar := accessReview(req.UserInfo, cred.Namespace, t)
+		if err := v.Reviews.Create(ctx, sar); err != nil {
+			return nil, fmt.Errorf("checking access to restart target %s: %w", t, err)
+		}
+		if !sar.Status.Allowed {
+			errs = append(errs, field.Forbidden(targetPath(cred, t), fmt.Sprintf(
+				"%s may not patch %s %q in namespace %s; agentcred restarts only workloads the credential's author could restart (kubectl rollout restart needs patch)",
+				req.UserInfo.Username, t.Kind, t.Name, cred.Namespace)))
+		}
+	}
+	return errs, nil
+}
+
+// accessReview asks whether user may patch the workload t in namespace.
+func accessReview(user authenticationv1.UserInfo, namespace string, t authv1alpha1.RestartTarget) *authorizationv1.SubjectAccessReview {
+	extra := make(map[string]authorizationv1.ExtraValue, len(user.Extra))
+	for k, v := range user.Extra {
+		extra[k] = authorizationv1.ExtraValue(v)
+	}
+	return &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+		User: user.Username, UID: user.UID, Groups: user.Groups, Extra: extra,
+		ResourceAttributes: &authorizationv1.ResourceAttributes{
+			Namespace: namespace, Verb: "patch", Group: "apps", Resource: strings.ToLower(string(t.Kind)) + "s", Name: t.Name,
+		},
+	}}
+}
+
+func targetPath(cred *authv1alpha1.AgentCredential, t authv1alpha1.RestartTarget) *field.Path {
+	return field.NewPath("spec", "rotation", "restartTargets").Index(slices.Index(cred.Spec.Rotation.RestartTargets, t))
 }
 
 // ValidateDelete allows every delete.

@@ -6,11 +6,16 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	admissionv1 "k8s.io/api/admission/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
 	"github.com/agrenting/agentcred/internal/identityindex"
@@ -194,4 +199,73 @@ func TestValidatorExpiryWarnings(t *testing.T) {
 			}
 		})
 	}
+}
+
+// sarAllowing answers SubjectAccessReviews: allowed only for user.
+func sarAllowing(user string, seen *[]authorizationv1.SubjectAccessReviewSpec) client.Writer {
+	return interceptor.NewClient(fake.NewClientBuilder().WithScheme(operator.Scheme()).Build(), interceptor.Funcs{
+		Create: func(_ context.Context, _ client.WithWatch, obj client.Object, _ ...client.CreateOption) error {
+			sar := obj.(*authorizationv1.SubjectAccessReview)
+			*seen = append(*seen, sar.Spec)
+			sar.Status.Allowed = sar.Spec.User == user
+			return nil
+		},
+	})
+}
+
+func TestValidatorRestartTargetsNeedTheRequestersPatchRight(t *testing.T) {
+	target := authv1alpha1.RestartTarget{Kind: authv1alpha1.StatefulSetKind, Name: "db"}
+	withTarget := func(c *authv1alpha1.AgentCredential) {
+		c.Spec.Rotation.RestartTargets = []authv1alpha1.RestartTarget{target}
+	}
+	as := func(user string) context.Context {
+		return admission.NewContextWithRequest(context.Background(), admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{
+			UserInfo: authenticationv1.UserInfo{Username: user, Groups: []string{"devs"}, Extra: map[string]authenticationv1.ExtraValue{"scope": {"x"}}},
+		}})
+	}
+	t.Run("allowed", func(t *testing.T) {
+		g := NewWithT(t)
+		var seen []authorizationv1.SubjectAccessReviewSpec
+		v := fakeValidator(tenancy.FirstUse)
+		v.Reviews = sarAllowing("alice", &seen)
+		_, err := v.ValidateCreate(as("alice"), apiKey("team-a", "c", agentX, withTarget))
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(seen).To(HaveLen(1))
+		g.Expect(seen[0].Groups).To(Equal([]string{"devs"}))
+		g.Expect(seen[0].Extra).To(HaveKeyWithValue("scope", authorizationv1.ExtraValue{"x"}))
+		g.Expect(*seen[0].ResourceAttributes).To(Equal(authorizationv1.ResourceAttributes{
+			Namespace: "team-a", Verb: "patch", Group: "apps", Resource: "statefulsets", Name: "db"}))
+	})
+	t.Run("refused with the field path", func(t *testing.T) {
+		g := NewWithT(t)
+		var seen []authorizationv1.SubjectAccessReviewSpec
+		v := fakeValidator(tenancy.FirstUse)
+		v.Reviews = sarAllowing("alice", &seen)
+		_, err := v.ValidateCreate(as("mallory"), apiKey("team-a", "c", agentX, withTarget))
+		g.Expect(err).To(MatchError(ContainSubstring(`spec.rotation.restartTargets[0]: Forbidden: mallory may not patch StatefulSet "db" in namespace team-a`)))
+	})
+	t.Run("update checks only added targets", func(t *testing.T) {
+		g := NewWithT(t)
+		var seen []authorizationv1.SubjectAccessReviewSpec
+		v := fakeValidator(tenancy.FirstUse)
+		v.Reviews = sarAllowing("alice", &seen)
+		old := apiKey("team-a", "c", agentX, withTarget)
+		cur := old.DeepCopy()
+		cur.Annotations = map[string]string{"x": "y"}
+		_, err := v.ValidateUpdate(as("mallory"), old, cur)
+		g.Expect(err).NotTo(HaveOccurred(), "an unchanged target must not block other edits")
+		cur.Spec.Rotation.RestartTargets = append(cur.Spec.Rotation.RestartTargets, authv1alpha1.RestartTarget{Kind: authv1alpha1.DeploymentKind, Name: "web"})
+		_, err = v.ValidateUpdate(as("mallory"), old, cur)
+		g.Expect(err).To(MatchError(ContainSubstring(`spec.rotation.restartTargets[1]`)))
+		g.Expect(seen).To(HaveLen(1))
+	})
+	t.Run("no request, no review client: refused, never waved through", func(t *testing.T) {
+		g := NewWithT(t)
+		v := fakeValidator(tenancy.FirstUse)
+		_, err := v.ValidateCreate(as("alice"), apiKey("team-a", "c", agentX, withTarget))
+		g.Expect(err).To(HaveOccurred())
+		v.Reviews = sarAllowing("alice", new([]authorizationv1.SubjectAccessReviewSpec))
+		_, err = v.ValidateCreate(context.Background(), apiKey("team-a", "c", agentX, withTarget))
+		g.Expect(err).To(HaveOccurred())
+	})
 }

@@ -14,6 +14,7 @@ import (
 
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -31,6 +32,7 @@ var (
 	k8s      client.Client
 	cached   client.Client // the webhook's own cache-backed view
 	warned   client.Client // a client whose warnings land in warnings
+	adminCfg *rest.Config  // the control plane's admin, for impersonation
 	warnings = &warningRecorder{}
 	ctx      = context.Background()
 )
@@ -77,7 +79,7 @@ func run(m *testing.M) int {
 			if err != nil {
 				return nil, err
 			}
-			cached, k8s = op.GetClient(), env.Client
+			cached, k8s, adminCfg = op.GetClient(), env.Client, env.Config
 			if err := waitForTLS(fmt.Sprintf("%s:%d", wio.LocalServingHost, wio.LocalServingPort)); err != nil {
 				return stop, err
 			}
@@ -280,4 +282,54 @@ func TestWarningsReachTheClient(t *testing.T) {
 	got := warnings.take()
 	g.Expect(got).To(ContainElement(ContainSubstring("spec.rotation.period: 8760h0m0s is longer than the 90 days")))
 	g.Expect(got).To(ContainElement(ContainSubstring("spec.rotation.gracePeriod: 0s revokes the old key")))
+}
+
+// tenantClient acts as user, who may write AgentCredentials in ns and, when
+// mayRestart, patch its Deployments.
+func tenantClient(t *testing.T, ns, user string, mayRestart bool) client.Client {
+	t.Helper()
+	rules := []rbacv1.PolicyRule{{APIGroups: []string{authv1alpha1.GroupVersion.Group}, Resources: []string{"agentcredentials"}, Verbs: []string{"get", "create", "update", "patch"}}}
+	if mayRestart {
+		rules = append(rules, rbacv1.PolicyRule{APIGroups: []string{"apps"}, Resources: []string{"deployments"}, Verbs: []string{"get", "patch"}})
+	}
+	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: user}, Rules: rules}
+	binding := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: user},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: user},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}},
+	}
+	for _, o := range []client.Object{role, binding} {
+		if err := k8s.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := rest.CopyConfig(adminCfg)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: []string{"system:authenticated"}}
+	c, err := client.New(cfg, client.Options{Scheme: controlplane.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestRestartTargetsOnlyForWhoCouldRestartThem(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	target := func(c *authv1alpha1.AgentCredential) {
+		c.Spec.Rotation.RestartTargets = []authv1alpha1.RestartTarget{{Kind: authv1alpha1.DeploymentKind, Name: "payments"}}
+	}
+	// A tenant who may write credentials but not restart workloads cannot
+	// restart them through agentcred.
+	writer := tenantClient(t, ns, "credential-writer", false)
+	err := writer.Create(ctx, apiKey(ns, "sneaky", newAgentID(), target))
+	g.Expect(err).To(MatchError(ContainSubstring(`spec.rotation.restartTargets[0]: Forbidden: credential-writer may not patch Deployment "payments"`)))
+	// Adding the target later is refused the same way.
+	plain := apiKey(ns, "plain", newAgentID())
+	g.Expect(writer.Create(ctx, plain)).To(Succeed())
+	target(plain)
+	g.Expect(writer.Update(ctx, plain)).To(MatchError(ContainSubstring("spec.rotation.restartTargets[0]")))
+
+	// One who may patch the Deployment may name it.
+	deployer := tenantClient(t, ns, "deployer", true)
+	g.Expect(deployer.Create(ctx, apiKey(ns, "allowed", newAgentID(), target))).To(Succeed())
 }

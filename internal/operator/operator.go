@@ -167,7 +167,7 @@ func metricsOptions(o *Options) metricsserver.Options {
 // serving certificate in a Secret, keeps them fresh and injects the CA into
 // the ValidatingWebhookConfiguration.
 func setupWebhook(mgr manager.Manager, o *Options) error {
-	v := &agentwebhook.Validator{Credentials: mgr.GetClient(), Secrets: mgr.GetAPIReader(), IdentityClaims: o.IdentityClaims}
+	v := &agentwebhook.Validator{Credentials: mgr.GetClient(), Secrets: mgr.GetAPIReader(), Reviews: mgr.GetClient(), IdentityClaims: o.IdentityClaims}
 	if o.WebhookCertManagement == ExternalCerts {
 		// The certificate is there already: register now, before the
 		// manager starts the webhook server (registering while it starts

@@ -24,6 +24,7 @@ ready() {
   for b in kube-apiserver etcd kube-controller-manager kwok; do
     [[ -x "$OUT/$b" ]] || return 1
   done
+  [[ -f "$OUT/kwok-stages.yaml" ]]
 }
 if ready; then
   echo "$OUT"
@@ -75,6 +76,23 @@ build_kube() {
   mv "$OUT/${name}.tmp" "$OUT/${name}"
 }
 
+# kwok_stages writes kwok's "fast" node and pod stages (nodes Ready at once;
+# pods Running and Ready at once, deleted at once) from its module into one
+# config file: the kwok binary has no stages of its own.
+kwok_stages() {
+  local dir
+  dir="$(GOFLAGS=-mod=mod go mod download -json "sigs.k8s.io/kwok@${KWOK_VERSION}" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')"
+  [[ -d "$dir/kustomize/stage" ]] || { log "cannot find kwok's stages in the module cache"; exit 1; }
+  local f first=1
+  : > "$OUT/kwok-stages.yaml.tmp"
+  for f in "$dir"/kustomize/stage/node/fast/node-initialize.yaml "$dir"/kustomize/stage/pod/fast/pod-*.yaml; do
+    [[ $first == 1 ]] || echo "---" >> "$OUT/kwok-stages.yaml.tmp"
+    first=0
+    cat "$f" >> "$OUT/kwok-stages.yaml.tmp"
+  done
+  mv "$OUT/kwok-stages.yaml.tmp" "$OUT/kwok-stages.yaml"
+}
+
 build_kwok() {
   local dir="$WORK/kwok"
   mkdir -p "$dir"
@@ -103,5 +121,6 @@ build_etcd() {
 [[ -x "$OUT/kube-apiserver" ]] || build_kube kube-apiserver
 [[ -x "$OUT/kube-controller-manager" ]] || build_kube kube-controller-manager
 [[ -x "$OUT/kwok" ]] || build_kwok
+[[ -f "$OUT/kwok-stages.yaml" ]] || kwok_stages
 log "ready in $OUT"
 echo "$OUT"

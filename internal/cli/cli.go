@@ -245,8 +245,14 @@ func (s *session) status(ctx context.Context, name string, out io.Writer) error 
 	if st.NextRotationTime != nil {
 		row("Next rotation", st.NextRotationTime.UTC().Format(time.RFC3339))
 	}
+	if exp := cred.Spec.ExpiresAt; exp != nil {
+		row("Expires", exp.UTC().Format(time.RFC3339))
+	}
 	row("Rotations", fmt.Sprint(st.RotationCount))
 	row("Rotation period", cred.RotationPeriod().String())
+	for _, t := range restartTargetRows(cred) {
+		row("Restart target", t)
+	}
 	for _, c := range st.Conditions {
 		row("Condition "+c.Type, fmt.Sprintf("%s (%s): %s", c.Status, c.Reason, c.Message))
 	}
@@ -254,6 +260,28 @@ func (s *session) status(ctx context.Context, name string, out io.Writer) error 
 		return err
 	}
 	return w.Flush()
+}
+
+// restartTargetRows describes each restart target with its rollout state
+// ("Pending" until the controller reported one).
+func restartTargetRows(cred *authv1alpha1.AgentCredential) []string {
+	states := map[authv1alpha1.RestartTarget]authv1alpha1.RestartTargetStatus{}
+	for _, s := range cred.Status.RestartTargets {
+		states[authv1alpha1.RestartTarget{Kind: s.Kind, Name: s.Name}] = s
+	}
+	rows := make([]string, 0, len(cred.Spec.Rotation.RestartTargets))
+	for _, t := range cred.Spec.Rotation.RestartTargets {
+		s, ok := states[t]
+		switch {
+		case !ok:
+			rows = append(rows, t.String()+": Pending")
+		case s.Message != "":
+			rows = append(rows, fmt.Sprintf("%s: %s (%s)", t, s.State, s.Message))
+		default:
+			rows = append(rows, fmt.Sprintf("%s: %s", t, s.State))
+		}
+	}
+	return rows
 }
 
 // printCredentialClaims adds to a status the claim on each identity cred

@@ -256,3 +256,33 @@ func TestClaimName(t *testing.T) {
 		}
 	}
 }
+
+func TestStatusShowsExpiryAndRestartTargets(t *testing.T) {
+	exp := metav1.NewTime(time.Date(2027, 3, 1, 0, 0, 0, 0, time.UTC))
+	cred := &authv1alpha1.AgentCredential{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "billing"},
+		Spec: authv1alpha1.AgentCredentialSpec{AgentID: "6f1c2b1e-9d2a-4c1e-8f3b-1a2b3c4d5e6f", ExpiresAt: &exp,
+			Rotation: authv1alpha1.RotationSpec{RestartTargets: []authv1alpha1.RestartTarget{
+				{Kind: authv1alpha1.DeploymentKind, Name: "web"}, {Kind: authv1alpha1.StatefulSetKind, Name: "db"}, {Kind: authv1alpha1.DaemonSetKind, Name: "new"},
+			}}},
+		Status: authv1alpha1.AgentCredentialStatus{RestartTargets: []authv1alpha1.RestartTargetStatus{
+			{Kind: authv1alpha1.DeploymentKind, Name: "web", State: authv1alpha1.Rolling, Message: "1 of 2 replicas updated"},
+			{Kind: authv1alpha1.StatefulSetKind, Name: "db", State: authv1alpha1.RolledOut},
+		}},
+	}
+	var out bytes.Buffer
+	if err := fakeSession(t, interceptor.Funcs{}, cred).status(context.Background(), "billing", &out); err != nil {
+		t.Fatal(err)
+	}
+	got := collapse(out.String())
+	for _, want := range []string{
+		"Expires: 2027-03-01T00:00:00Z",
+		"Restart target: Deployment/web: Rolling (1 of 2 replicas updated)",
+		"Restart target: StatefulSet/db: RolledOut",
+		"Restart target: DaemonSet/new: Pending",
+	} {
+		if !slices.Contains(got, want) {
+			t.Errorf("status lacks %q:\n%s", want, out.String())
+		}
+	}
+}

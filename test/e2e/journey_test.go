@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -154,6 +155,25 @@ func verify(t *testing.T, url string, headers ...string) (int, http.Header) {
 	return resp.StatusCode, resp.Header
 }
 
+// errorCode is "STATUS code" of /auth/verify's answer for an API key.
+func errorCode(t *testing.T, url, key string) string {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url+"/auth/verify", nil)
+	req.Header.Set("X-API-Key", key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Error struct {
+			Code string `json:"code"`
+		} `json:"error"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&body)
+	return fmt.Sprintf("%d %s", resp.StatusCode, body.Error.Code)
+}
+
 func buildPlugin(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
@@ -244,6 +264,27 @@ spec: {agentID: 0b7e2f4a-1c3d-4e5f-a6b7-c8d9e0f1a2b3, secretName: alice-token}
 `, "apply", "-f", "-")
 	g.Expect(err).To(HaveOccurred())
 	g.Expect(out).To(ContainSubstring(`spec.secretName: Forbidden: Secret "alice-token" belongs to AgentCredential "alice"`))
+
+	// A credential with a hard expiry: it works until spec.expiresAt, then
+	// answers 401 expired_credentials, and reports Ready=False/Expired.
+	expiresAt := time.Now().Add(8 * time.Second).UTC().Format(time.RFC3339)
+	out, err = r.kubectl(t, plugin, `apiVersion: auth.agrenting.io/v1alpha1
+kind: AgentCredential
+metadata: {name: contractor}
+spec: {agentID: 5a4b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d, expiresAt: "`+expiresAt+`"}
+`, "apply", "-f", "-")
+	g.Expect(err).NotTo(HaveOccurred(), out)
+	g.Expect(out).To(ContainSubstring("spec.expiresAt: " + expiresAt + " comes before the next scheduled rotation"))
+	r.mustKubectl(t, plugin, "wait", "--for=condition=Ready", "agentcredential/contractor", "--timeout=60s")
+	b64 := r.mustKubectl(t, plugin, "get", "secret", "contractor", "-o", "jsonpath={.data.api-key}")
+	contractorKey, err := base64.StdEncoding.DecodeString(b64)
+	g.Expect(err).NotTo(HaveOccurred())
+	status, _ = verify(t, r.authURL, "X-API-Key", string(contractorKey))
+	g.Expect(status).To(Equal(200))
+	g.Eventually(func() string { return errorCode(t, r.authURL, string(contractorKey)) }).WithTimeout(timeout).WithPolling(250 * time.Millisecond).
+		Should(Equal("401 expired_credentials"))
+	r.mustKubectl(t, plugin, "wait", `--for=jsonpath={.status.conditions[?(@.type=="Ready")].reason}=Expired`, "agentcredential/contractor", "--timeout=60s")
+	g.Expect(r.mustKubectl(t, plugin, "agentcred", "status", "contractor")).To(ContainSubstring("Expires:"))
 
 	// kubectl delete: the key stops working.
 	latest := readKey()

@@ -404,3 +404,29 @@ func TestReadyzFollowsTheIndex(t *testing.T) {
 		t.Fatalf("healthz: %d", resp.StatusCode)
 	}
 }
+
+func TestSessionsEndWithTheCredentialsExpiry(t *testing.T) {
+	ts := startServer(t, func(o *Options) { o.SessionTTL = time.Hour; o.FailureRate = 0 })
+	resp, body := ts.do(t, "POST", "/auth/authenticate", hdr("X-API-Key", ts.expiringKey), "")
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d: %s", resp.StatusCode, body)
+	}
+	var tok tokenResponse
+	if err := json.Unmarshal([]byte(body), &tok); err != nil {
+		t.Fatal(err)
+	}
+	if tok.ExpiresIn != 1 || tok.ExpiresAt != now.Add(time.Second).Format(time.RFC3339) {
+		t.Fatalf("a session must not outlive spec.expiresAt: %+v", tok)
+	}
+	ts.clock.Step(time.Second)
+	resp, body = ts.do(t, "GET", "/auth/verify", hdr("Authorization", "Bearer "+tok.Token), "")
+	// The session ran out with its credential; asking for a new one says why.
+	if resp.StatusCode != 401 || errorCode(t, body) != "expired_session" {
+		t.Fatalf("after the credential's expiry: %d %s", resp.StatusCode, body)
+	}
+	resp, body = ts.do(t, "POST", "/auth/authenticate", hdr("X-API-Key", ts.expiringKey), "")
+	if resp.StatusCode != 401 || errorCode(t, body) != "expired_credentials" ||
+		!strings.Contains(resp.Header.Get("WWW-Authenticate"), `error_description="credential expired"`) {
+		t.Fatalf("minting with an expired key: %d %s %v", resp.StatusCode, body, resp.Header)
+	}
+}

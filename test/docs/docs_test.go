@@ -175,3 +175,27 @@ func TestNginxSnippetIsTheTestedConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestConsumerManifestsAreTheSamples: every manifest in
+// docs/consuming-keys.md is a file of config/samples/consumers, word for
+// word (test/manifests dry-runs those files against the API server).
+func TestConsumerManifestsAreTheSamples(t *testing.T) {
+	page := read(t, "docs/consuming-keys.md")
+	files, err := filepath.Glob(filepath.Join(controlplane.RepoRoot(), "config", "samples", "consumers", "*.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no consumer samples: %v", err)
+	}
+	blocks := regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllStringSubmatch(page, -1)
+	if len(blocks) != len(files) {
+		t.Errorf("docs/consuming-keys.md has %d yaml blocks, config/samples/consumers has %d files", len(blocks), len(files))
+	}
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(page, "```yaml\n"+string(raw)+"```") {
+			t.Errorf("docs/consuming-keys.md does not show %s as it is", filepath.Base(f))
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	. "github.com/onsi/gomega"
@@ -240,4 +241,40 @@ func can(t *testing.T, user, verb, group, resource, ns, name string) bool {
 		t.Fatal(err)
 	}
 	return review.Status.Allowed
+}
+
+// TestSamplesPassServerSideDryRun: every sample, including the consumer
+// workloads of docs/consuming-keys.md, is accepted by the real API server
+// with agentcred's CRD schema.
+func TestSamplesPassServerSideDryRun(t *testing.T) {
+	ns := "samples"
+	ensureNamespace(t, ns)
+	files, err := filepath.Glob(filepath.Join(controlplane.RepoRoot(), "config", "samples", "*", "*.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	top, _ := filepath.Glob(filepath.Join(controlplane.RepoRoot(), "config", "samples", "*.yaml"))
+	files = append(files, top...)
+	if len(files) < 5 {
+		t.Fatalf("found only %d samples", len(files))
+	}
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, doc := range strings.Split(string(raw), "\n---\n") {
+			u := &unstructured.Unstructured{}
+			if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+			if len(u.Object) == 0 {
+				continue
+			}
+			u.SetNamespace(ns)
+			if err := k8s.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.DryRunAll, client.FieldOwner("samples-test")); err != nil {
+				t.Errorf("%s: %s %s refused: %v", filepath.Base(f), u.GetKind(), u.GetName(), err)
+			}
+		}
+	}
 }

@@ -88,6 +88,10 @@ func TestManagerServiceAccountHasWhatItNeedsAndNoMore(t *testing.T) {
 		{"get", "", "secrets", webhookCertNamespace}, {"create", "", "secrets", webhookCertNamespace}, {"update", "", "secrets", webhookCertNamespace},
 		{"create", "auth.agrenting.io", "identityclaims", ""}, {"update", "auth.agrenting.io", "identityclaims", ""}, {"delete", "auth.agrenting.io", "identityclaims", ""},
 		{"create", "authentication.k8s.io", "tokenreviews", ""}, {"create", "authorization.k8s.io", "subjectaccessreviews", ""},
+		// Restart targets: watched for their rollouts, patched to restart.
+		{"watch", "apps", "deployments", ""}, {"patch", "apps", "deployments", "team-a"},
+		{"watch", "apps", "statefulsets", ""}, {"patch", "apps", "statefulsets", "team-a"},
+		{"watch", "apps", "daemonsets", ""}, {"patch", "apps", "daemonsets", "team-a"},
 	}
 	for _, a := range allowed {
 		g.Expect(can(t, managerSA, a.verb, a.group, a.resource, a.ns, "")).To(BeTrue(), "manager needs %s %s/%s in %q", a.verb, a.group, a.resource, a.ns)
@@ -99,6 +103,8 @@ func TestManagerServiceAccountHasWhatItNeedsAndNoMore(t *testing.T) {
 		{"update", "coordination.k8s.io", "leases", "kube-system"},
 		{"create", "rbac.authorization.k8s.io", "clusterrolebindings", ""},
 		{"update", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", ""},
+		{"update", "apps", "deployments", "team-a"}, {"delete", "apps", "deployments", "team-a"}, {"create", "apps", "deployments", "team-a"},
+		{"patch", "apps", "replicasets", "team-a"}, {"delete", "", "pods", "team-a"},
 	}
 	for _, d := range denied {
 		g.Expect(can(t, managerSA, d.verb, d.group, d.resource, d.ns, "")).To(BeFalse(), "manager must not %s %s/%s in %q", d.verb, d.group, d.resource, d.ns)

@@ -144,8 +144,8 @@ func WithExpiry(rec hashsecret.Record, want, now time.Time) (hashsecret.Record, 
 // rotatedAt stops authenticating: after grace, or while a restart target is
 // still rolling out, after maxGrace (when that is longer).
 func GraceDeadline(rotatedAt time.Time, grace, maxGrace time.Duration, rolling bool) time.Time {
-	if rolling && maxGrace > grace {
-		return rotatedAt.Add(maxGrace)
+	if rolling {
+		return rotatedAt.Add(max(grace, maxGrace))
 	}
 	return rotatedAt.Add(grace)
 }

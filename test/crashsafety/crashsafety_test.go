@@ -192,6 +192,9 @@ func TestEveryInterruptionOfARotationConverges(t *testing.T) {
 		// revokesOld: whether the key before the rotation must stop working.
 		revokesOld bool
 		fresh      bool
+		// renews: the key before is expired and must never verify again,
+		// at any interruption.
+		renews bool
 	}{
 		{name: "first issue", fresh: true},
 		{name: "scheduled rotation", prepare: func(t *testing.T, cred *authv1alpha1.AgentCredential) func(Gomega) {
@@ -224,6 +227,19 @@ func TestEveryInterruptionOfARotationConverges(t *testing.T) {
 				c := &corev1.Secret{}
 				g.Expect(cached.Get(ctx, client.ObjectKeyFromObject(s), c)).To(Succeed())
 				g.Expect(c.ResourceVersion).To(Equal(s.ResourceVersion))
+			}
+		}},
+		{name: "renewal after expiry", revokesOld: true, renews: true, prepare: func(t *testing.T, cred *authv1alpha1.AgentCredential) func(Gomega) {
+			// Expire the credential, let the controller settle on it, then
+			// move the expiry into the future.
+			setExpiry(t, cred, fakeClock.Now())
+			converge(t, cred)
+			later := fakeClock.Now().Add(time.Hour)
+			setExpiry(t, cred, later)
+			return func(g Gomega) {
+				c := &authv1alpha1.AgentCredential{}
+				g.Expect(cached.Get(ctx, client.ObjectKeyFromObject(cred), c)).To(Succeed())
+				g.Expect(c.ExpiresAt()).To(BeTemporally("==", later))
 			}
 		}},
 	}
@@ -260,6 +276,9 @@ func TestEveryInterruptionOfARotationConverges(t *testing.T) {
 				if !sc.fresh && before.agentKey != "" && after.agentKey == "" {
 					t.Fatalf("interrupted at write %d: the agent Secret lost its key", failFrom)
 				}
+				if sc.renews && after.record.Accepts(credential.DigestOf(before.agentKey), fakeClock.Now()) && !after.record.Expired(fakeClock.Now()) {
+					t.Fatalf("interrupted at write %d: the expired key verifies again", failFrom)
+				}
 				if err == nil || !errors.Is(err, errCrash) {
 					// The rotation needed fewer writes than failFrom: every write point is covered.
 					g.Expect(err).NotTo(HaveOccurred())
@@ -274,6 +293,9 @@ func TestEveryInterruptionOfARotationConverges(t *testing.T) {
 				g.Expect(final.record.Pending).To(BeNil(), "a staged key was left behind")
 				g.Expect(final.record.Current.Digest.Equal(credential.DigestOf(final.agentKey))).To(BeTrue())
 				g.Expect(final.status.KeyID).To(Equal(credential.KeyID(final.agentKey)))
+				if sc.renews {
+					g.Expect(final.record.Expired(fakeClock.Now())).To(BeFalse(), "the renewed key does not authenticate")
+				}
 				if !sc.fresh {
 					g.Expect(final.agentKey).NotTo(Equal(before.agentKey), "the rotation did not happen")
 					g.Expect(final.status.RotationCount).To(Equal(before.status.RotationCount+1), "rotated more or less than once")
@@ -290,6 +312,21 @@ func TestEveryInterruptionOfARotationConverges(t *testing.T) {
 			t.Logf("interrupted at %d write points", interrupted)
 		})
 	}
+}
+
+// setExpiry sets spec.expiresAt and waits until the cache has it.
+func setExpiry(t *testing.T, cred *authv1alpha1.AgentCredential, at time.Time) {
+	t.Helper()
+	at = at.UTC().Truncate(time.Second)
+	patch := fmt.Sprintf(`{"spec":{"expiresAt":%q}}`, at.Format(time.RFC3339))
+	if err := direct.Patch(ctx, cred.DeepCopy(), client.RawPatch("application/merge-patch+json", []byte(patch))); err != nil {
+		t.Fatal(err)
+	}
+	NewWithT(t).Eventually(func(g Gomega) {
+		c := &authv1alpha1.AgentCredential{}
+		g.Expect(cached.Get(ctx, client.ObjectKeyFromObject(cred), c)).To(Succeed())
+		g.Expect(c.ExpiresAt()).To(BeTemporally("==", at))
+	}).WithTimeout(10 * time.Second).Should(Succeed())
 }
 
 // TestRequeueAfterFollowsTheSchedule checks what Reconcile asks for: come

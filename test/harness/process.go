@@ -22,19 +22,23 @@ import (
 type Process struct {
 	Name string
 	cmd  *exec.Cmd
-	done chan error
+	done chan struct{} // closed when the process has exited
+	err  error         // its exit error, once done is closed
 }
 
 // StartProcess starts path with args, its output going to out.
 func StartProcess(name, path string, args []string, out io.Writer) (*Process, error) {
-	cmd := exec.Command(path, args...)
+	cmd := exec.Command(path, args...) //nolint:gosec // the tests' own binaries, built by hack/controlplane.sh
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
-	p := &Process{Name: name, cmd: cmd, done: make(chan error, 1)}
-	go func() { p.done <- cmd.Wait() }()
+	p := &Process{Name: name, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
 	return p, nil
 }
 
@@ -55,9 +59,8 @@ func (p *Process) Stop() error {
 // Exited reports whether the process has exited, with its error.
 func (p *Process) Exited() (bool, error) {
 	select {
-	case err := <-p.done:
-		p.done <- err
-		return true, err
+	case <-p.done:
+		return true, p.err
 	default:
 		return false, nil
 	}
@@ -138,7 +141,7 @@ func StartRolloutCluster(env *Env, out io.Writer) (_ *RolloutCluster, err error)
 func (rc *RolloutCluster) Check(context.Context) error {
 	for _, p := range rc.procs {
 		if exited, err := p.Exited(); exited {
-			return fmt.Errorf("%s exited: %v", p.Name, err)
+			return fmt.Errorf("%s exited: %w", p.Name, errors.Join(err, errors.New("it should still run")))
 		}
 	}
 	return nil

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -355,4 +356,93 @@ func TestReconcileFastClaimLimit(t *testing.T) {
 	cred, err = f.reconcile()
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(readyReason(cred)).To(Equal("True/" + authv1alpha1.ReasonIssued))
+}
+
+// TestReconcileFastRestartTargets: every target is restarted for the key
+// once; a missing one is reported, not fatal; a failed patch is retried
+// with the target named, and the key is issued regardless.
+func TestReconcileFastRestartTargets(t *testing.T) {
+	g := NewWithT(t)
+	web := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "web", Generation: 1}}
+	f := newFastFixture(t, web)
+	f.cred.Spec.Rotation.RestartTargets = []authv1alpha1.RestartTarget{
+		{Kind: authv1alpha1.DeploymentKind, Name: "web"}, {Kind: authv1alpha1.DaemonSetKind, Name: "gone"},
+	}
+	g.Expect(f.client.Update(context.Background(), f.cred)).To(Succeed())
+	cred, err := f.reconcile()
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(readyReason(cred)).To(Equal("True/" + authv1alpha1.ReasonIssued))
+	got := &appsv1.Deployment{}
+	g.Expect(f.client.Get(context.Background(), client.ObjectKeyFromObject(web), got)).To(Succeed())
+	g.Expect(got.Spec.Template.Annotations).To(HaveKeyWithValue(authv1alpha1.RestartedForAnnotation, cred.Status.KeyID))
+	g.Expect(cred.Status.RestartTargets).To(HaveLen(2))
+	g.Expect(cred.Status.RestartTargets[0].State).To(Equal(authv1alpha1.Rolling))
+	g.Expect(cred.Status.RestartTargets[1].State).To(Equal(authv1alpha1.TargetNotFound))
+	c := meta.FindStatusCondition(cred.Status.Conditions, controllers.RolledOutCondition)
+	g.Expect(c.Reason).To(Equal(controllers.ReasonTargetNotFound))
+	g.Expect(f.events()).To(And(ContainSubstring(controllers.EventRestarted), ContainSubstring(controllers.EventTargetNotFound)))
+
+	// Steady state: no new patch, no repeated NotFound event.
+	_, err = f.reconcile()
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(f.events()).NotTo(Or(ContainSubstring(controllers.EventRestarted), ContainSubstring(controllers.EventTargetNotFound)))
+
+	// A rotation whose restart fails: the key is issued, the error names the target.
+	f.fail = func(obj client.Object) error {
+		if _, ok := obj.(*appsv1.Deployment); ok {
+			return apierrors.NewForbidden(appsv1.Resource("deployments"), "web", errors.New("no"))
+		}
+		return nil
+	}
+	annotate := cred.DeepCopy()
+	annotate.Annotations = map[string]string{authv1alpha1.RotateAnnotation: "now"}
+	g.Expect(f.client.Update(context.Background(), annotate)).To(Succeed())
+	cred, err = f.reconcile()
+	g.Expect(err).To(MatchError(ContainSubstring("restarting Deployment/web")))
+	g.Expect(f.agentKey()).NotTo(BeEmpty())
+	g.Expect(f.record().Current.Digest.Equal(credential.DigestOf(f.agentKey()))).To(BeTrue())
+	g.Expect(readyMessageOf(cred)).To(ContainSubstring("Deployment/web"))
+	f.fail = nil
+	cred, err = f.reconcile()
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(f.client.Get(context.Background(), client.ObjectKeyFromObject(web), got)).To(Succeed())
+	g.Expect(got.Spec.Template.Annotations).To(HaveKeyWithValue(authv1alpha1.RestartedForAnnotation, cred.Status.KeyID))
+}
+
+// TestReconcileFastExpiry: no rotation past the expiry, Expired once it
+// has passed, renewal when it moves.
+func TestReconcileFastExpiry(t *testing.T) {
+	g := NewWithT(t)
+	f := newFastFixture(t)
+	exp := metav1.NewTime(f.clock.Now().Add(time.Hour))
+	f.cred.Spec.ExpiresAt = &exp
+	g.Expect(f.client.Update(context.Background(), f.cred)).To(Succeed())
+	cred, err := f.reconcile()
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(cred.Status.NextRotationTime).To(BeNil())
+	key := f.agentKey()
+	f.clock.Step(time.Hour)
+	cred, err = f.reconcile()
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(readyReason(cred)).To(Equal("False/" + authv1alpha1.ReasonExpired))
+	g.Expect(f.events()).To(ContainSubstring(controllers.EventExpired))
+	g.Expect(f.agentKey()).To(Equal(key), "expiry does not touch the agent Secret")
+	_, err = f.reconcile()
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(f.writes.Load()).To(BeZero(), "an expired credential is left alone")
+	g.Expect(f.events()).NotTo(ContainSubstring(controllers.EventExpired), "Expired is reported once")
+
+	// The hash Secret lost while expired is rebuilt expired: no revival.
+	g.Expect(f.client.Delete(context.Background(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: operatorNamespace, Name: hashsecret.Name("team-a", "agent")}})).To(Succeed())
+	later := metav1.NewTime(f.clock.Now().Add(24 * time.Hour))
+	cred.Spec.ExpiresAt = &later
+	g.Expect(f.client.Update(context.Background(), cred)).To(Succeed())
+	cred, err = f.reconcile()
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(readyReason(cred)).To(Equal("True/" + authv1alpha1.ReasonIssued))
+	g.Expect(f.agentKey()).NotTo(Equal(key), "extending the expiry must issue a new key")
+	rec := f.record()
+	g.Expect(rec.Accepts(credential.DigestOf(key), f.clock.Now())).To(BeFalse())
+	g.Expect(rec.ExpiresAt).To(BeTemporally("==", later.Time))
+	g.Expect(f.events()).To(ContainSubstring(controllers.EventRenewed))
 }

@@ -97,6 +97,9 @@ func (r *AgentCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	before := cred.DeepCopy()
 	defer func() { retErr = r.patchStatus(ctx, before, cred, retErr) }()
 
+	if allowed, err := r.environmentAllowed(ctx, cred); err != nil || !allowed {
+		return ctrl.Result{}, err
+	}
 	refused, err := r.claimIdentities(ctx, cred)
 	if len(refused) > 0 {
 		revokeErr := r.revokeForRefusedIdentities(ctx, cred, refused)

@@ -49,8 +49,16 @@ func keyKind(t authv1alpha1.CredentialType) credential.Kind {
 	return credential.APIKey
 }
 
+// keyEnvironment is the environment of cred's keys.
+func keyEnvironment(cred *authv1alpha1.AgentCredential) credential.Environment {
+	if cred.Environment() == authv1alpha1.SandboxEnvironment {
+		return credential.Sandbox
+	}
+	return credential.Live
+}
+
 func newKey(cred *authv1alpha1.AgentCredential) (string, credential.Digest, error) {
-	key, err := credential.Generate(keyKind(cred.CredentialType()))
+	key, err := credential.GenerateIn(keyKind(cred.CredentialType()), keyEnvironment(cred))
 	if err != nil {
 		return "", credential.Digest{}, err
 	}
@@ -94,7 +102,7 @@ func (r *AgentCredentialReconciler) getAgentSecret(ctx context.Context, cred *au
 		return &agentSecret{foreign: true}, nil
 	}
 	value, present := s.Data[authv1alpha1.AgentSecretKeyField(cred.CredentialType())]
-	return &agentSecret{secret: s, key: rotation.Inspect(string(value), present, keyKind(cred.CredentialType()))}, nil
+	return &agentSecret{secret: s, key: rotation.Inspect(string(value), present, keyKind(cred.CredentialType()), keyEnvironment(cred))}, nil
 }
 
 // applyAgentSecret sets everything but the key on s: labels, annotations,
@@ -147,7 +155,7 @@ func (r *AgentCredentialReconciler) writeAgentKey(ctx context.Context, cred *aut
 		return err
 	}
 	agent.secret = s
-	agent.key = rotation.Inspect(key, true, keyKind(cred.CredentialType()))
+	agent.key = rotation.Inspect(key, true, keyKind(cred.CredentialType()), keyEnvironment(cred))
 	return nil
 }
 
@@ -267,6 +275,10 @@ func (r *AgentCredentialReconciler) refreshRecord(cred *authv1alpha1.AgentCreden
 	rec.Type = string(cred.CredentialType())
 	rec.AgentIDs = cred.AgentIDs()
 	rec.User = cred.Spec.User
+	rec.Environment = ""
+	if cred.Environment() == authv1alpha1.SandboxEnvironment {
+		rec.Environment = string(authv1alpha1.SandboxEnvironment)
+	}
 	rec.SessionTTL = 0
 	if cred.Spec.SessionTTL != nil {
 		rec.SessionTTL = cred.Spec.SessionTTL.Duration

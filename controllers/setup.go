@@ -145,6 +145,10 @@ func (r *AgentCredentialReconciler) SetupWithManager(mgr ctrl.Manager, opts Setu
 		Watches(&appsv1.Deployment{}, workloads).
 		Watches(&appsv1.StatefulSet{}, workloads).
 		Watches(&appsv1.DaemonSet{}, workloads).
+		// A namespace labelled (or unlabelled) sandbox changes which of its
+		// credentials may hold keys. Namespaces are cached as metadata only.
+		WatchesMetadata(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.requestsForNamespace),
+			builder.WithPredicates(environmentLabelChanged())).
 		WithOptions(controller.Options{
 			MaxConcurrentReconciles: opts.MaxConcurrentReconciles,
 			RateLimiter:             workqueue.DefaultTypedControllerRateLimiter[reconcile.Request](),

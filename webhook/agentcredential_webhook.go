@@ -84,6 +84,13 @@ func (v *Validator) ValidateCreate(ctx context.Context, cred *authv1alpha1.Agent
 		return nil, err
 	}
 	errs = append(errs, identityErrs...)
+	envErr, err := v.checkEnvironment(ctx, cred)
+	if err != nil {
+		return nil, err
+	}
+	if envErr != nil {
+		errs = append(errs, envErr)
+	}
 	targetErrs, err := v.checkRestartTargets(ctx, cred, cred.Spec.Rotation.RestartTargets)
 	if err != nil {
 		return nil, err
@@ -110,6 +117,25 @@ func (v *Validator) ValidateUpdate(ctx context.Context, old, cred *authv1alpha1.
 	}
 	errs = append(errs, targetErrs...)
 	return v.warnings(cred), invalid(cred, errs)
+}
+
+// checkEnvironment refuses a live credential in a namespace labelled
+// auth.agrenting.io/environment=sandbox. (Only on create: the environment
+// is immutable, and a credential made before the label must stay editable
+// and deletable; the controller holds it without a key.)
+func (v *Validator) checkEnvironment(ctx context.Context, cred *authv1alpha1.AgentCredential) (*field.Error, error) {
+	ns := &metav1.PartialObjectMetadata{}
+	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+	if err := v.Credentials.Get(ctx, client.ObjectKey{Name: cred.Namespace}, ns); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("reading namespace %s: %w", cred.Namespace, err)
+	}
+	if tenancy.EnvironmentAllowed(ns.Labels[authv1alpha1.NamespaceEnvironmentLabel], string(cred.Environment())) {
+		return nil, nil
+	}
+	return field.Forbidden(field.NewPath("spec", "environment"), tenancy.EnvironmentRefusal(cred.Namespace)), nil
 }
 
 // addedTargets returns the restart targets b names that a does not.

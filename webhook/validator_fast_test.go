@@ -269,3 +269,39 @@ func TestValidatorRestartTargetsNeedTheRequestersPatchRight(t *testing.T) {
 		g.Expect(err).To(HaveOccurred())
 	})
 }
+
+func TestValidatorSandboxNamespaceAdmitsOnlySandboxCredentials(t *testing.T) {
+	sandboxNS := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "qa", Labels: map[string]string{authv1alpha1.NamespaceEnvironmentLabel: "sandbox"}}}
+	plainNS := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-a"}}
+	v := fakeValidator(tenancy.FirstUse, sandboxNS, plainNS)
+	env := func(e authv1alpha1.Environment) func(*authv1alpha1.AgentCredential) {
+		return func(c *authv1alpha1.AgentCredential) { c.Spec.Environment = e }
+	}
+	tests := []struct {
+		ns, name string
+		env      authv1alpha1.Environment
+		refused  bool
+	}{
+		{"qa", "a", authv1alpha1.LiveEnvironment, true},
+		{"qa", "b", "", true}, // the default is live
+		{"qa", "c", authv1alpha1.SandboxEnvironment, false},
+		{"team-a", "d", authv1alpha1.LiveEnvironment, false},
+		{"team-a", "e", authv1alpha1.SandboxEnvironment, false},
+		{"no-such-namespace", "f", authv1alpha1.LiveEnvironment, false},
+	}
+	for _, tt := range tests {
+		g := NewWithT(t)
+		_, err := v.ValidateCreate(context.Background(), apiKey(tt.ns, tt.name, agentX, env(tt.env)))
+		if tt.refused {
+			g.Expect(err).To(MatchError(ContainSubstring("spec.environment: Forbidden: namespace qa is labelled auth.agrenting.io/environment=sandbox")), tt.name)
+		} else {
+			g.Expect(err).NotTo(HaveOccurred(), tt.name)
+		}
+	}
+	// A live credential made before the label stays editable.
+	old := apiKey("qa", "legacy", agentX)
+	cur := old.DeepCopy()
+	cur.Annotations = map[string]string{"x": "y"}
+	_, err := v.ValidateUpdate(context.Background(), old, cur)
+	NewWithT(t).Expect(err).NotTo(HaveOccurred())
+}

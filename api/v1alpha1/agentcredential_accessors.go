@@ -81,3 +81,11 @@ func (c *AgentCredential) ExpiresAt() time.Time {
 	}
 	return c.Spec.ExpiresAt.Time
 }
+
+// Environment returns spec.environment, defaulting to live as the schema does.
+func (c *AgentCredential) Environment() Environment {
+	if c.Spec.Environment == "" {
+		return LiveEnvironment
+	}
+	return c.Spec.Environment
+}

@@ -37,6 +37,7 @@ const (
 // +kubebuilder:validation:XValidation:rule="self.type != 'UserToken' || !has(self.agentID)",message="agentID is not allowed when type is UserToken; list the agents in agents"
 // +kubebuilder:validation:XValidation:rule="has(oldSelf.agentID) == has(self.agentID)",message="agentID is immutable"
 // +kubebuilder:validation:XValidation:rule="has(oldSelf.user) == has(self.user)",message="user is immutable"
+// +kubebuilder:validation:XValidation:rule="(has(oldSelf.environment) ? oldSelf.environment : 'live') == (has(self.environment) ? self.environment : 'live')",message="environment is immutable: create a new credential for the other environment"
 type AgentCredentialSpec struct {
 	// Type of the credential: APIKey (an `ak_` key for one agent) or
 	// UserToken (an `ap_` token for a user acting as one of several agents).
@@ -95,6 +96,17 @@ type AgentCredentialSpec struct {
 	// +optional
 	SessionTTL *metav1.Duration `json:"sessionTTL,omitempty"`
 
+	// Environment of the credential's keys: live (the default) or sandbox.
+	// Sandbox keys are prefixed ak_test_ / ap_test_, the auth endpoint
+	// reports X-Auth-Environment: sandbox for them and their sessions, and
+	// routes can refuse them (?environment=live). In a namespace labelled
+	// auth.agrenting.io/environment=sandbox only sandbox credentials are
+	// issued. Immutable.
+	// +kubebuilder:default=live
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="environment is immutable: create a new credential for the other environment"
+	// +optional
+	Environment Environment `json:"environment,omitempty"`
+
 	// ExpiresAt is a hard expiry: at this instant the key and every session
 	// minted from it stop authenticating for good (401 expired_credentials),
 	// and no rotation is scheduled past it. Moving it into the future on an
@@ -106,6 +118,17 @@ type AgentCredentialSpec struct {
 	// +optional
 	SecretTemplate *SecretTemplate `json:"secretTemplate,omitempty"`
 }
+
+// Environment says whether a credential's keys are for production (live)
+// or testing (sandbox).
+// +kubebuilder:validation:Enum=live;sandbox
+type Environment string
+
+// Environments.
+const (
+	LiveEnvironment    Environment = "live"
+	SandboxEnvironment Environment = "sandbox"
+)
 
 // RestartTargetKind is a kind of workload agentcred can restart.
 // +kubebuilder:validation:Enum=Deployment;StatefulSet;DaemonSet
@@ -261,6 +284,7 @@ type RestartTargetStatus struct {
 // +kubebuilder:validation:XValidation:rule="(has(oldSelf.spec.secretName) ? oldSelf.spec.secretName : oldSelf.metadata.name) == (has(self.spec.secretName) ? self.spec.secretName : self.metadata.name)",message="secretName is immutable (setting it to its default, the credential's own name, or removing it when it is that, is allowed)"
 // +kubebuilder:resource:shortName=agentcred;agc,categories=agentcred
 // +kubebuilder:printcolumn:name="Type",type=string,JSONPath=`.spec.type`
+// +kubebuilder:printcolumn:name="Env",type=string,JSONPath=`.spec.environment`
 // +kubebuilder:printcolumn:name="Agent",type=string,JSONPath=`.status.agentID`
 // +kubebuilder:printcolumn:name="Secret",type=string,JSONPath=`.status.secretName`
 // +kubebuilder:printcolumn:name="Key",type=string,JSONPath=`.status.keyID`

@@ -29,6 +29,9 @@ const (
 	// RestartedForAnnotation is set on each restart target's pod template to
 	// the keyID the pods must run with; changing it rolls the workload.
 	RestartedForAnnotation = "auth.agrenting.io/restarted-for"
+	// NamespaceEnvironmentLabel on a Namespace set to "sandbox" admits only
+	// sandbox credentials there.
+	NamespaceEnvironmentLabel = "auth.agrenting.io/environment"
 	// CleanupFinalizer removes the hash Secret in the operator namespace.
 	CleanupFinalizer = "auth.agrenting.io/cleanup"
 )
@@ -72,6 +75,9 @@ const (
 	// claims and may not claim another identity.
 	ReasonClaimLimitReached = "ClaimLimitReached"
 	ReasonSecretConflict    = "SecretConflict"
+	// ReasonEnvironmentNotAllowed: a live credential in a namespace labelled
+	// auth.agrenting.io/environment=sandbox; it gets no key.
+	ReasonEnvironmentNotAllowed = "EnvironmentNotAllowed"
 	// ReasonExpired: spec.expiresAt has passed; the key no longer authenticates.
 	ReasonExpired         = "Expired"
 	ReasonReconcileFailed = "ReconcileFailed"

@@ -61,6 +61,9 @@ func TestSchemaDefaults(t *testing.T) {
 	if c.Spec.Rotation.GracePeriod.Duration != 10*time.Minute {
 		t.Errorf("gracePeriod defaulted to %v, want 10m", c.Spec.Rotation.GracePeriod.Duration)
 	}
+	if c.Spec.Environment != authv1alpha1.LiveEnvironment {
+		t.Errorf("environment defaulted to %q, want live", c.Spec.Environment)
+	}
 }
 
 func TestSchemaRejectsInvalidManifests(t *testing.T) {
@@ -73,6 +76,23 @@ func TestSchemaRejectsInvalidManifests(t *testing.T) {
 		cred   *authv1alpha1.AgentCredential
 		errors []string
 	}{
+		{"unknown environment", apiKey("staging", func(c *authv1alpha1.AgentCredential) { c.Spec.Environment = "staging" }),
+			[]string{`spec.environment: Unsupported value: "staging"`}},
+		{"too many restart targets", apiKey("targets", func(c *authv1alpha1.AgentCredential) {
+			for i := range 21 {
+				c.Spec.Rotation.RestartTargets = append(c.Spec.Rotation.RestartTargets, authv1alpha1.RestartTarget{Kind: authv1alpha1.DeploymentKind, Name: fmt.Sprintf("w%d", i)})
+			}
+		}), []string{"spec.rotation.restartTargets: Too many: 21: must have at most 20 items"}},
+		{"duplicate restart targets", apiKey("dup-targets", func(c *authv1alpha1.AgentCredential) {
+			t := authv1alpha1.RestartTarget{Kind: authv1alpha1.DeploymentKind, Name: "web"}
+			c.Spec.Rotation.RestartTargets = []authv1alpha1.RestartTarget{t, t}
+		}), []string{"restartTargets must be unique"}},
+		{"restart target of an unknown kind", apiKey("cron-target", func(c *authv1alpha1.AgentCredential) {
+			c.Spec.Rotation.RestartTargets = []authv1alpha1.RestartTarget{{Kind: "CronJob", Name: "nightly"}}
+		}), []string{`spec.rotation.restartTargets[0].kind: Unsupported value: "CronJob"`}},
+		{"restart target with an invalid name", apiKey("bad-target", func(c *authv1alpha1.AgentCredential) {
+			c.Spec.Rotation.RestartTargets = []authv1alpha1.RestartTarget{{Kind: authv1alpha1.DeploymentKind, Name: "Web_1"}}
+		}), []string{"spec.rotation.restartTargets[0].name"}},
 		{"missing agentID", apiKey("no-agent", func(c *authv1alpha1.AgentCredential) { c.Spec.AgentID = "" }),
 			[]string{"agentID is required when type is APIKey"}},
 		{"agentID and agents", apiKey("both", func(c *authv1alpha1.AgentCredential) { c.Spec.Agents = []string{agentB} }),
@@ -173,6 +193,7 @@ func TestSchemaKeepsImmutableFields(t *testing.T) {
 			c.Spec.User = "bob@example.com"
 			c.Spec.Agents = []string{agentA}
 		}, "type is immutable"},
+		{"environment", func(c *authv1alpha1.AgentCredential) { c.Spec.Environment = authv1alpha1.SandboxEnvironment }, "environment is immutable"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

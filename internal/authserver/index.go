@@ -27,6 +27,8 @@ type Entry struct {
 	SessionTTL time.Duration
 	// ExpiresAt is the credential's hard expiry (zero: none).
 	ExpiresAt time.Time
+	// Environment of the credential's keys and sessions.
+	Environment credential.Environment
 
 	Current           credential.Digest
 	Pending           *credential.Digest
@@ -64,6 +66,9 @@ func EntryFromRecord(rec *hashsecret.Record) *Entry {
 		SessionTTL: rec.SessionTTL,
 		ExpiresAt:  rec.ExpiresAt,
 		Current:    rec.Current.Digest,
+	}
+	if rec.Environment == "sandbox" {
+		e.Environment = credential.Sandbox
 	}
 	if rec.Type == string(authv1alpha1.UserTokenType) {
 		e.Kind = credential.UserToken

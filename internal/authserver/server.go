@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/utils/clock"
 
+	"github.com/agrenting/agentcred/internal/credential"
 	"github.com/agrenting/agentcred/internal/session"
 )
 
@@ -31,6 +33,8 @@ const (
 	HeaderKeyID      = "X-Auth-Key-Id"
 	HeaderCredential = "X-Auth-Credential"
 	HeaderUser       = "X-Auth-User"
+	// HeaderEnvironment is live or sandbox: the credential's environment.
+	HeaderEnvironment = "X-Auth-Environment"
 )
 
 // Options configure the server.
@@ -229,30 +233,34 @@ const (
 	HeaderErrorCode   = "X-Auth-Error-Code"
 )
 
-// ErrUnknownMode: /auth/verify?mode= names no mode.
-var ErrUnknownMode = &Error{http.StatusBadRequest, "invalid_request", "unknown mode: the only one is mode=auth_request"}
+// Refusals of the query parameters.
+var (
+	// ErrUnknownMode: /auth/verify?mode= names no mode.
+	ErrUnknownMode = &Error{http.StatusBadRequest, "invalid_request", "unknown mode: the only one is mode=auth_request"}
+	// ErrUnknownEnvironment: ?environment= is neither live nor sandbox.
+	ErrUnknownEnvironment = &Error{http.StatusBadRequest, "invalid_request", "unknown environment: use environment=live or environment=sandbox"}
+	// ErrEnvironmentNotPermitted: a valid credential of the other environment.
+	ErrEnvironmentNotPermitted = &Error{http.StatusForbidden, "environment_not_permitted", "this route does not accept credentials of this environment (see X-Auth-Environment on /auth/verify)"}
+)
 
 func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) outcome {
-	forward := false
-	if r.URL.RawQuery != "" {
-		switch mode := r.URL.Query().Get("mode"); mode {
-		case "":
-		case "auth_request":
-			forward = true
-		default:
-			return s.writeError(w, ErrUnknownMode)
-		}
+	q, qerr := parseQuery(r.URL.RawQuery)
+	if qerr != nil {
+		return s.writeError(w, qerr)
 	}
 	id, err := s.authorize(w, r)
+	if err == nil && !q.permits(id.Entry.Environment) {
+		err = ErrEnvironmentNotPermitted
+	}
 	if err != nil {
-		if forward {
+		if q.forward {
 			return s.writeForwardAuthError(w, err)
 		}
 		return s.writeError(w, err)
 	}
 	// The identity headers share one backing array: one allocation per
 	// response instead of one per header (this is the hot path).
-	vals := [...]string{id.AgentID, string(id.Method), id.KeyID, id.Credential, id.User}
+	vals := [...]string{id.AgentID, string(id.Method), id.KeyID, id.Credential, id.User, id.Entry.Environment.String()}
 	all := vals[:]
 	h := w.Header()
 	h[HeaderAgentID] = all[0:1:1]
@@ -262,8 +270,55 @@ func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) outcome {
 	// Present even when empty: proxies that copy the auth response's
 	// headers upstream then overwrite a client-sent X-Auth-User.
 	h[HeaderUser] = all[4:5:5]
+	h[HeaderEnvironment] = all[5:6:6]
 	w.WriteHeader(http.StatusOK)
 	return outcome{id.Method, http.StatusOK}
+}
+
+// query is what the query string of /auth/verify and /auth/authenticate asks.
+type query struct {
+	// forward: mode=auth_request.
+	forward bool
+	// environment, when set, is the only environment the route accepts.
+	environment *credential.Environment
+}
+
+var (
+	liveOnly    = credential.Live
+	sandboxOnly = credential.Sandbox
+)
+
+func (q query) permits(env credential.Environment) bool {
+	return q.environment == nil || *q.environment == env
+}
+
+// parseQuery reads mode= and environment= without allocating (the hot path
+// of a forward-auth route); other parameters are ignored. Values are taken
+// literally: the valid ones need no escaping.
+func parseQuery(raw string) (query, *Error) {
+	var q query
+	for raw != "" {
+		var pair string
+		pair, raw, _ = strings.Cut(raw, "&")
+		name, value, _ := strings.Cut(pair, "=")
+		switch name {
+		case "mode":
+			if value != "" && value != "auth_request" {
+				return q, ErrUnknownMode
+			}
+			q.forward = value == "auth_request"
+		case "environment":
+			switch value {
+			case "live":
+				q.environment = &liveOnly
+			case "sandbox":
+				q.environment = &sandboxOnly
+			default:
+				return q, ErrUnknownEnvironment
+			}
+		}
+	}
+	return q, nil
 }
 
 // tokenResponse is the body of a successful POST /auth/authenticate.
@@ -299,9 +354,16 @@ var ErrMintWithRotatedKey = &Error{http.StatusUnauthorized, "invalid_credentials
 var ErrSessionFromSession = &Error{http.StatusUnauthorized, "invalid_credentials", "authenticate with an API key or user token, not a session token"}
 
 func (s *Server) handleAuthenticate(w http.ResponseWriter, r *http.Request) outcome {
+	q, qerr := parseQuery(r.URL.RawQuery)
+	if qerr != nil {
+		return s.writeError(w, qerr)
+	}
 	id, err := s.authorize(w, r)
 	if err != nil {
 		return s.writeError(w, err)
+	}
+	if !q.permits(id.Entry.Environment) {
+		return s.writeError(w, ErrEnvironmentNotPermitted)
 	}
 	if id.Method == MethodSession {
 		return s.writeError(w, ErrSessionFromSession)

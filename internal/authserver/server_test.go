@@ -18,6 +18,7 @@ import (
 	authnv1 "k8s.io/api/authentication/v1"
 	clocktesting "k8s.io/utils/clock/testing"
 
+	"github.com/agrenting/agentcred/internal/credential"
 	"github.com/agrenting/agentcred/internal/session"
 )
 
@@ -113,7 +114,7 @@ func TestVerifyEndpoint(t *testing.T) {
 				}
 				// Every identity header is present, empty when it has no
 				// value, so proxies that copy them overwrite client-sent ones.
-				for _, h := range []string{HeaderAgentID, HeaderMethod, HeaderKeyID, HeaderCredential, HeaderUser} {
+				for _, h := range []string{HeaderAgentID, HeaderMethod, HeaderKeyID, HeaderCredential, HeaderUser, HeaderEnvironment} {
 					if _, ok := resp.Header[h]; !ok {
 						t.Fatalf("a 200 without %s: %v", h, resp.Header)
 					}
@@ -357,7 +358,7 @@ func TestTokenReview(t *testing.T) {
 	review := func(token string) authnv1.TokenReview { return reviewFor(token, "api") }
 	r := review(ts.apiKey)
 	if !r.Status.Authenticated || r.Status.User.Username != "agentcred:agent:"+agentA || r.Status.User.UID != agentA ||
-		r.Status.User.Groups[1] != "agentcred:namespace:team-a" || r.Status.Audiences[0] != "api" {
+		r.Status.User.Groups[1] != "agentcred:namespace:team-a" || r.Status.User.Groups[2] != "agentcred:environment:live" || r.Status.Audiences[0] != "api" {
 		t.Fatalf("API key review: %+v", r.Status)
 	}
 	r = review(ts.multiToken)
@@ -428,5 +429,124 @@ func TestSessionsEndWithTheCredentialsExpiry(t *testing.T) {
 	if resp.StatusCode != 401 || errorCode(t, body) != "expired_credentials" ||
 		!strings.Contains(resp.Header.Get("WWW-Authenticate"), `error_description="credential expired"`) {
 		t.Fatalf("minting with an expired key: %d %s %v", resp.StatusCode, body, resp.Header)
+	}
+}
+
+// TestEnvironmentRoutes: every environment × route combination of
+// ?environment=, on /auth/verify (plain and forward-auth) and
+// /auth/authenticate, and X-Auth-Environment on every 200.
+func TestEnvironmentRoutes(t *testing.T) {
+	ts := startServer(t, func(o *Options) { o.FailureRate = 0 })
+	creds := map[string]struct {
+		h   http.Header
+		env string
+	}{
+		"live key":        {hdr("X-API-Key", ts.apiKey), "live"},
+		"live session":    {hdr("Authorization", "Bearer "+ts.session), "live"},
+		"sandbox key":     {hdr("X-API-Key", ts.sandboxKey), "sandbox"},
+		"sandbox token":   {hdr("Authorization", "Bearer "+ts.sandboxToken), "sandbox"},
+		"sandbox session": {hdr("Authorization", "Bearer "+ts.sandboxSession), "sandbox"},
+	}
+	for name, c := range creds {
+		for _, route := range []string{"", "live", "sandbox"} {
+			for _, mode := range []string{"", "auth_request"} {
+				q := []string{}
+				if route != "" {
+					q = append(q, "environment="+route)
+				}
+				if mode != "" {
+					q = append(q, "mode="+mode)
+				}
+				path := "/auth/verify"
+				if len(q) > 0 {
+					path += "?" + strings.Join(q, "&")
+				}
+				t.Run(name+" "+path, func(t *testing.T) {
+					resp, body := ts.do(t, "GET", path, c.h, "")
+					if route == "" || route == c.env {
+						if resp.StatusCode != 200 || resp.Header.Get(HeaderEnvironment) != c.env {
+							t.Fatalf("%d, X-Auth-Environment %q: %s", resp.StatusCode, resp.Header.Get(HeaderEnvironment), body)
+						}
+						return
+					}
+					if resp.StatusCode != 403 || errorCode(t, body) != "environment_not_permitted" {
+						t.Fatalf("a %s credential on a %s-only route: %d %s", c.env, route, resp.StatusCode, body)
+					}
+					if mode == "auth_request" && resp.Header.Get(HeaderErrorCode) != "environment_not_permitted" {
+						t.Fatalf("forward-auth refusal lacks %s: %v", HeaderErrorCode, resp.Header)
+					}
+				})
+			}
+		}
+	}
+	// Minting: the same rule; a sandbox key mints sandbox sessions.
+	for _, tt := range []struct {
+		path, key string
+		status    int
+	}{
+		{"/auth/authenticate?environment=live", ts.apiKey, 200},
+		{"/auth/authenticate?environment=live", ts.sandboxKey, 403},
+		{"/auth/authenticate?environment=sandbox", ts.sandboxKey, 200},
+		{"/auth/authenticate?environment=sandbox", ts.apiKey, 403},
+		{"/auth/authenticate?environment=prod", ts.apiKey, 400},
+	} {
+		resp, body := ts.do(t, "POST", tt.path, hdr("X-API-Key", tt.key), "")
+		if resp.StatusCode != tt.status {
+			t.Errorf("POST %s: %d, want %d (%s)", tt.path, resp.StatusCode, tt.status, body)
+		}
+	}
+	resp, body := ts.do(t, "POST", "/auth/authenticate", hdr("X-API-Key", ts.sandboxKey), "")
+	var tok tokenResponse
+	if resp.StatusCode != 200 || json.Unmarshal([]byte(body), &tok) != nil {
+		t.Fatalf("minting from a sandbox key: %d %s", resp.StatusCode, body)
+	}
+	resp, _ = ts.do(t, "GET", "/auth/verify?environment=live", hdr("Authorization", "Bearer "+tok.Token), "")
+	if resp.StatusCode != 403 {
+		t.Fatalf("a sandbox key's session passed a live-only route: %d", resp.StatusCode)
+	}
+}
+
+func TestQueryParameters(t *testing.T) {
+	tests := []struct {
+		raw     string
+		forward bool
+		env     string // "", live, sandbox
+		err     *Error
+	}{
+		{"", false, "", nil},
+		{"mode=auth_request", true, "", nil},
+		{"mode=", false, "", nil},
+		{"mode=other", false, "", ErrUnknownMode},
+		{"environment=live", false, "live", nil},
+		{"environment=sandbox&mode=auth_request", true, "sandbox", nil},
+		{"mode=auth_request&environment=live&x=1", true, "live", nil},
+		{"environment=", false, "", ErrUnknownEnvironment},
+		{"environment=LIVE", false, "", ErrUnknownEnvironment},
+		{"environment=staging", false, "", ErrUnknownEnvironment},
+		{"environment", false, "", ErrUnknownEnvironment},
+		{"environment=live&environment=sandbox", false, "sandbox", nil},
+		{"unrelated=1&&", false, "", nil},
+	}
+	for _, tt := range tests {
+		q, err := parseQuery(tt.raw)
+		if err != tt.err {
+			t.Errorf("%q: error %v, want %v", tt.raw, err, tt.err)
+			continue
+		}
+		got := ""
+		if q.environment != nil {
+			got = q.environment.String()
+		}
+		if err == nil && (q.forward != tt.forward || got != tt.env) {
+			t.Errorf("%q: forward %v env %q, want %v %q", tt.raw, q.forward, got, tt.forward, tt.env)
+		}
+		for _, env := range []credential.Environment{credential.Live, credential.Sandbox} {
+			if want := got == "" || got == env.String(); err == nil && q.permits(env) != want {
+				t.Errorf("%q permits %s = %v", tt.raw, env, !want)
+			}
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { _, _ = parseQuery("mode=auth_request&environment=live") }); n != 0 {
+		t.Errorf("parseQuery allocated %v times", n)
 	}
 }

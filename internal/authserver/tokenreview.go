@@ -25,10 +25,13 @@ const (
 	GroupUsers         = "agentcred:users"
 	// GroupNamespacePrefix + namespace: the namespace of the AgentCredential.
 	GroupNamespacePrefix = "agentcred:namespace:"
-	ExtraKeyID           = "auth.agrenting.io/key-id"
-	ExtraCredential      = "auth.agrenting.io/credential"
-	ExtraAgentIDs        = "auth.agrenting.io/agent-ids"
-	ExtraMethod          = "auth.agrenting.io/method"
+	// GroupEnvironmentPrefix + live|sandbox: the credential's environment,
+	// so RBAC can bind sandbox agents to less.
+	GroupEnvironmentPrefix = "agentcred:environment:"
+	ExtraKeyID             = "auth.agrenting.io/key-id"
+	ExtraCredential        = "auth.agrenting.io/credential"
+	ExtraAgentIDs          = "auth.agrenting.io/agent-ids"
+	ExtraMethod            = "auth.agrenting.io/method"
 )
 
 const maxTokenReviewBody = 64 << 10
@@ -106,14 +109,14 @@ func userInfo(id Identity) authnv1.UserInfo {
 		extra[ExtraAgentIDs] = append(authnv1.ExtraValue{}, id.Entry.AgentIDs...)
 		return authnv1.UserInfo{
 			Username: UsernamePrefixUser + id.User,
-			Groups:   []string{GroupUsers, GroupNamespacePrefix + ns},
+			Groups:   []string{GroupUsers, GroupNamespacePrefix + ns, GroupEnvironmentPrefix + id.Entry.Environment.String()},
 			Extra:    extra,
 		}
 	}
 	return authnv1.UserInfo{
 		Username: UsernamePrefixAgent + id.AgentID,
 		UID:      id.AgentID,
-		Groups:   []string{GroupAgents, GroupNamespacePrefix + ns},
+		Groups:   []string{GroupAgents, GroupNamespacePrefix + ns, GroupEnvironmentPrefix + id.Entry.Environment.String()},
 		Extra:    extra,
 	}
 }

@@ -34,6 +34,9 @@ type fixture struct {
 	// expiredKeySession was minted from it an hour earlier; expiringKey's
 	// credential expires a second from now.
 	expiredKey, expiredKeySession, expiringKey string
+	// sandboxKey and sandboxToken belong to sandbox credentials (agentC);
+	// sandboxSession was minted from sandboxKey.
+	sandboxKey, sandboxToken, sandboxSession string
 }
 
 func mustGenerate(t testing.TB, k credential.Kind) string {
@@ -85,6 +88,15 @@ func newFixture(t testing.TB) *fixture {
 		Credential: "team-a/expiring", Type: "APIKey", AgentIDs: []string{agentA}, ExpiresAt: now.Add(time.Second),
 		Current: hashsecret.Entry{Digest: credential.DigestOf(f.expiringKey)},
 	}))
+	f.sandboxKey, f.sandboxToken = mustGenerateIn(t, credential.APIKey, credential.Sandbox), mustGenerateIn(t, credential.UserToken, credential.Sandbox)
+	idx.Put(EntryFromRecord(&hashsecret.Record{
+		Credential: "team-s/tester", Type: "APIKey", AgentIDs: []string{agentC}, Environment: "sandbox",
+		Current: hashsecret.Entry{Digest: credential.DigestOf(f.sandboxKey)},
+	}))
+	idx.Put(EntryFromRecord(&hashsecret.Record{
+		Credential: "team-s/qa", Type: "UserToken", AgentIDs: []string{agentC}, User: "qa@example.com", Environment: "sandbox",
+		Current: hashsecret.Entry{Digest: credential.DigestOf(f.sandboxToken)},
+	}))
 	ring := &session.Keyring{Keys: []session.Key{signing}}
 	f.verifier = &Verifier{Index: idx, Keyring: func() *session.Keyring { return ring }}
 	mint := func(agent, keyID, cred string, exp time.Time, key session.Key) string {
@@ -100,9 +112,19 @@ func newFixture(t testing.TB) *fixture {
 	f.rotatedSession = mint(agentA, credential.KeyID(f.oldAPIKey), "team-a/billing", now.Add(time.Hour), signing)
 	f.cappedSession = mint(agentA, credential.KeyID(cappedKey), "team-a/capped", now.Add(time.Hour), signing)
 	f.expiredKeySession = mint(agentA, credential.KeyID(f.expiredKey), "team-a/expired", now.Add(time.Hour), signing)
+	f.sandboxSession = mint(agentC, credential.KeyID(f.sandboxKey), "team-s/tester", now.Add(time.Hour), signing)
 	f.foreignSession = mint(agentA, credential.KeyID(f.apiKey), "team-a/billing", now.Add(time.Hour),
 		session.Key{ID: "05060708", Secret: []byte("ffffffffffffffffffffffffffffffff"), ExpiresAt: now.Add(time.Hour)})
 	return f
+}
+
+func mustGenerateIn(t testing.TB, k credential.Kind, env credential.Environment) string {
+	t.Helper()
+	key, err := credential.GenerateIn(k, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key
 }
 
 func hdr(kv ...string) http.Header {
@@ -140,6 +162,11 @@ func TestVerify(t *testing.T) {
 		{"previous key after grace", hdr("X-API-Key", f.revoked), ErrInvalidCredentials, "", ""},
 		{"key of a credential past expiresAt", hdr("X-API-Key", f.expiredKey), ErrExpiredCredentials, "", ""},
 		{"key a second before expiresAt", hdr("X-API-Key", f.expiringKey), nil, agentA, MethodAPIKey},
+		{"sandbox API key", hdr("X-API-Key", f.sandboxKey), nil, agentC, MethodAPIKey},
+		{"sandbox user token", hdr("Authorization", "Bearer "+f.sandboxToken), nil, agentC, MethodUserToken},
+		{"sandbox user token in X-API-Key", hdr("X-API-Key", f.sandboxToken), ErrTokenInAPIKeyHeader, "", ""},
+		{"sandbox key with a broken checksum", hdr("X-API-Key", f.sandboxKey[:len(f.sandboxKey)-1]+flipChar(f.sandboxKey[len(f.sandboxKey)-1])), ErrMistypedKey, "", ""},
+		{"sandbox session", hdr("Authorization", "Bearer "+f.sandboxSession), nil, agentC, MethodSession},
 		{"unknown key", hdr("X-API-Key", unknown), ErrInvalidCredentials, "", ""},
 		{"typo fails the checksum", hdr("X-API-Key", typo), ErrMistypedKey, "", ""},
 		{"API key for another agent", hdr("X-API-Key", f.apiKey, "X-Agent-ID", agentB), ErrAgentNotPermitted, "", ""},
@@ -285,4 +312,11 @@ func FuzzVerify(f *testing.F) {
 			t.Fatalf("success without an identity: %+v", id)
 		}
 	})
+}
+
+func flipChar(c byte) string {
+	if c == 'a' {
+		return "b"
+	}
+	return "a"
 }

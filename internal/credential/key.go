@@ -5,7 +5,9 @@
 // A key is a prefix, 43 base62 characters of randomness (256 bits) and a
 // 6-character base62 CRC32 of everything before it, in the style of GitHub's
 // tokens: secret scanners recognise the prefix, and a typo fails the checksum
-// without any lookup.
+// without any lookup. Sandbox keys carry `test_` after the kind's prefix
+// (`ak_test_`, `ap_test_`, as Stripe's `sk_test_`), so a sandbox key is
+// recognisable at a glance; base62 has no `_`, so no live key looks like one.
 package credential
 
 import (
@@ -38,7 +40,40 @@ const (
 	APIKeyPrefix    = "ak_"
 	UserTokenPrefix = "ap_"
 	SessionPrefix   = "as_"
+	// APIKeySandboxPrefix and UserTokenSandboxPrefix start sandbox keys.
+	APIKeySandboxPrefix    = "ak_test_"
+	UserTokenSandboxPrefix = "ap_test_"
 )
+
+// sandboxMarker follows the kind's prefix in a sandbox key.
+const sandboxMarker = "test_"
+
+// Environment says whether a key is for production (live) or for testing
+// (sandbox).
+type Environment uint8
+
+const (
+	// Live keys are the default.
+	Live Environment = iota
+	// Sandbox keys are for testing; gateways can refuse them.
+	Sandbox
+)
+
+// String is "live" or "sandbox", as headers, labels and the API spell it.
+func (e Environment) String() string {
+	if e == Sandbox {
+		return "sandbox"
+	}
+	return "live"
+}
+
+// EnvironmentOf tells the environment of a key by its prefix alone.
+func EnvironmentOf(s string) Environment {
+	if len(s) >= sandboxPrefixLen && s[prefixLen:sandboxPrefixLen] == sandboxMarker {
+		return Sandbox
+	}
+	return Live
+}
 
 const base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
@@ -94,21 +129,30 @@ func KindOf(s string) Kind {
 	}
 }
 
-// Generate makes a new key of kind APIKey or UserToken from crypto/rand.
+// Generate makes a new live key of kind APIKey or UserToken from crypto/rand.
 func Generate(kind Kind) (string, error) {
-	return generate(kind, rand.Reader)
+	return generate(kind, Live, rand.Reader)
 }
 
-func generate(kind Kind, random io.Reader) (string, error) {
+// GenerateIn makes a new key of kind APIKey or UserToken for env.
+func GenerateIn(kind Kind, env Environment) (string, error) {
+	return generate(kind, env, rand.Reader)
+}
+
+func generate(kind Kind, env Environment, random io.Reader) (string, error) {
 	if kind != APIKey && kind != UserToken {
 		return "", fmt.Errorf("cannot generate a key of kind %s", kind)
 	}
-	buf := make([]byte, 0, KeyLen)
+	buf := make([]byte, 0, SandboxKeyLen)
 	buf = append(buf, kind.Prefix()...)
+	if env == Sandbox {
+		buf = append(buf, sandboxMarker...)
+	}
+	body := len(buf) + randomLen
 	// Rejection sampling keeps every base62 digit uniform: bytes >= 248
 	// (4*62) would bias the low digits.
 	var pool [64]byte
-	for len(buf) < prefixLen+randomLen {
+	for len(buf) < body {
 		if _, err := io.ReadFull(random, pool[:]); err != nil {
 			return "", fmt.Errorf("reading randomness: %w", err)
 		}
@@ -117,7 +161,7 @@ func generate(kind Kind, random io.Reader) (string, error) {
 				continue
 			}
 			buf = append(buf, base62[b%62])
-			if len(buf) == prefixLen+randomLen {
+			if len(buf) == body {
 				break
 			}
 		}
@@ -136,30 +180,35 @@ func appendChecksum(buf []byte, sum uint32) []byte {
 	return append(buf, digits[:]...)
 }
 
-// Parse checks that s is a well-formed API key or user token with a valid
-// checksum and returns its kind. Session tokens have their own format and are
-// not accepted here. Parse does not allocate.
+// Parse checks that s is a well-formed API key or user token, live or
+// sandbox, with a valid checksum and returns its kind (EnvironmentOf tells
+// its environment). Session tokens have their own format and are not
+// accepted here. Parse does not allocate.
 func Parse(s string) (Kind, error) {
 	kind := KindOf(s)
 	if kind != APIKey && kind != UserToken {
 		return Unknown, ErrUnknownPrefix
 	}
-	if len(s) != KeyLen {
+	start := prefixLen
+	if EnvironmentOf(s) == Sandbox {
+		start = sandboxPrefixLen
+	}
+	if len(s) != start+randomLen+checksumLen {
 		return Unknown, ErrMalformed
 	}
-	for i := prefixLen; i < KeyLen; i++ {
+	for i := start; i < len(s); i++ {
 		if !isBase62(s[i]) {
 			return Unknown, ErrMalformed
 		}
 	}
-	body := s[:prefixLen+randomLen]
+	body := s[:start+randomLen]
 	sum := crcString(body)
 	var want [checksumLen]byte
 	for i := checksumLen - 1; i >= 0; i-- {
 		want[i] = base62[sum%62]
 		sum /= 62
 	}
-	if string(want[:]) != s[prefixLen+randomLen:] {
+	if string(want[:]) != s[start+randomLen:] {
 		return Unknown, ErrChecksum
 	}
 	return kind, nil

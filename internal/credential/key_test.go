@@ -35,6 +35,35 @@ func TestGenerateProducesParseableKeys(t *testing.T) {
 	}
 }
 
+func TestGenerateSandboxKeys(t *testing.T) {
+	for kind, prefix := range map[Kind]string{APIKey: APIKeySandboxPrefix, UserToken: UserTokenSandboxPrefix} {
+		key, err := GenerateIn(kind, Sandbox)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(key) != SandboxKeyLen || !strings.HasPrefix(key, prefix) {
+			t.Fatalf("sandbox %s key %q…: length %d, want %d with prefix %s", kind, key[:8], len(key), SandboxKeyLen, prefix)
+		}
+		if got, err := Parse(key); err != nil || got != kind {
+			t.Fatalf("Parse(sandbox %s) = %v, %v", kind, got, err)
+		}
+		if EnvironmentOf(key) != Sandbox {
+			t.Fatalf("EnvironmentOf(sandbox %s) = %s", kind, EnvironmentOf(key))
+		}
+		live, _ := GenerateIn(kind, Live)
+		if EnvironmentOf(live) != Live || len(live) != KeyLen {
+			t.Fatalf("live %s key: environment %s, length %d", kind, EnvironmentOf(live), len(live))
+		}
+		// The random part of a sandbox key is as long and as random as a live one's.
+		if strings.Contains(key[sandboxPrefixLen:], "_") {
+			t.Fatal("underscore in the random part")
+		}
+	}
+	if Sandbox.String() != "sandbox" || Live.String() != "live" {
+		t.Fatal("environment names")
+	}
+}
+
 func TestGenerateRefusesSessionAndUnknown(t *testing.T) {
 	for _, kind := range []Kind{Session, Unknown} {
 		if _, err := Generate(kind); err == nil {
@@ -76,7 +105,7 @@ func TestGenerateUsesEveryDigitAndOnlyBase62(t *testing.T) {
 // (mutation: `b > 248`), and uses 247.
 func TestGenerateSkipsBiasedBytes(t *testing.T) {
 	random := bytes.Repeat([]byte{248, 255, 247, 1}, 64)
-	key, err := generate(APIKey, bytes.NewReader(random))
+	key, err := generate(APIKey, Live, bytes.NewReader(random))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +116,7 @@ func TestGenerateSkipsBiasedBytes(t *testing.T) {
 }
 
 func TestGenerateFailsOnBrokenRandomness(t *testing.T) {
-	if _, err := generate(APIKey, bytes.NewReader(nil)); err == nil {
+	if _, err := generate(APIKey, Live, bytes.NewReader(nil)); err == nil {
 		t.Fatal("generate with an empty random source succeeded")
 	}
 }
@@ -110,6 +139,10 @@ func TestParse(t *testing.T) {
 		}
 		return string(b)
 	}
+	sandbox, err := GenerateIn(APIKey, Sandbox)
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name    string
 		in      string
@@ -117,6 +150,15 @@ func TestParse(t *testing.T) {
 		wantErr error
 	}{
 		{"api key", valid, APIKey, nil},
+		{"sandbox api key", sandbox, APIKey, nil},
+		{"sandbox key with a broken checksum", flip(sandbox, SandboxKeyLen-1), Unknown, ErrChecksum},
+		{"sandbox key, first checksum character", flip(sandbox, SandboxKeyLen-checksumLen), Unknown, ErrChecksum},
+		{"sandbox marker removed", "ak_" + sandbox[sandboxPrefixLen:], Unknown, ErrChecksum},
+		{"sandbox marker added to a live key", "ak_test_" + valid[prefixLen:], Unknown, ErrChecksum},
+		{"live key of sandbox length", valid + "abcde", Unknown, ErrMalformed},
+		{"sandbox key truncated to live length", sandbox[:KeyLen], Unknown, ErrMalformed},
+		{"sandbox prefix only", "ak_test_", Unknown, ErrMalformed},
+		{"marker with a typo", "ak_tset_" + sandbox[sandboxPrefixLen:], Unknown, ErrMalformed},
 		{"user token", token, UserToken, nil},
 		{"empty", "", Unknown, ErrUnknownPrefix},
 		{"prefix only", "ak_", Unknown, ErrMalformed},
@@ -150,7 +192,8 @@ func TestParse(t *testing.T) {
 
 func TestParseDoesNotAllocate(t *testing.T) {
 	key, _ := Generate(APIKey)
-	allocs := testing.AllocsPerRun(100, func() { _, _ = Parse(key) })
+	sandbox, _ := GenerateIn(APIKey, Sandbox)
+	allocs := testing.AllocsPerRun(100, func() { _, _ = Parse(key); _, _ = Parse(sandbox); _ = EnvironmentOf(sandbox) })
 	if allocs != 0 {
 		t.Fatalf("Parse allocated %v times per run, want 0", allocs)
 	}
@@ -211,7 +254,9 @@ func TestKindOf(t *testing.T) {
 func FuzzParse(f *testing.F) {
 	key, _ := Generate(APIKey)
 	tok, _ := Generate(UserToken)
-	for _, seed := range []string{"", "ak_", key, tok, key[:20], "as_" + key[3:], "\x00\xff"} {
+	sandbox, _ := GenerateIn(APIKey, Sandbox)
+	sandboxTok, _ := GenerateIn(UserToken, Sandbox)
+	for _, seed := range []string{"", "ak_", key, tok, key[:20], "as_" + key[3:], "\x00\xff", sandbox, sandboxTok, "ak_test_", sandbox[:KeyLen]} {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -222,10 +267,14 @@ func FuzzParse(f *testing.F) {
 			}
 			return
 		}
-		if len(s) != KeyLen || KindOf(s) != kind {
+		start := prefixLen
+		if EnvironmentOf(s) == Sandbox {
+			start = sandboxPrefixLen
+		}
+		if len(s) != start+randomLen+checksumLen || KindOf(s) != kind {
 			t.Fatalf("accepted %q of kind %v", s, kind)
 		}
-		body := []byte(s[:prefixLen+randomLen])
+		body := []byte(s[:start+randomLen])
 		if string(appendChecksum(body, crcOf(body))) != s {
 			t.Fatalf("accepted %q with a wrong checksum", s)
 		}

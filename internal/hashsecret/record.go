@@ -25,7 +25,8 @@ const (
 	KeyAgentIDs            = "agent-ids" // newline-separated
 	KeyUser                = "user"
 	KeySessionTTL          = "session-ttl"
-	KeyExpiresAt           = "expires-at" // the credential's hard expiry
+	KeyExpiresAt           = "expires-at"  // the credential's hard expiry
+	KeyEnvironment         = "environment" // "sandbox"; absent for live
 	KeyCurrentDigest       = "current.sha256"
 	KeyCurrentKeyID        = "current.key-id"
 	KeyCurrentIssuedAt     = "current.issued-at"
@@ -75,6 +76,8 @@ type Record struct {
 	AgentIDs   []string
 	User       string
 	SessionTTL time.Duration
+	// Environment is "sandbox" for sandbox credentials, "" for live ones.
+	Environment string
 	// ExpiresAt is the credential's hard expiry (zero: none). From then on
 	// no key of it authenticates.
 	ExpiresAt time.Time
@@ -144,6 +147,9 @@ func (r *Record) Data() map[string][]byte {
 	if r.SessionTTL > 0 {
 		d[KeySessionTTL] = []byte(r.SessionTTL.String())
 	}
+	if r.Environment != "" {
+		d[KeyEnvironment] = []byte(r.Environment)
+	}
 	if !r.ExpiresAt.IsZero() {
 		d[KeyExpiresAt] = []byte(formatTime(r.ExpiresAt))
 	}
@@ -177,6 +183,7 @@ func Parse(data map[string][]byte) (*Record, error) {
 		Type:                string(data[KeyType]),
 		User:                string(data[KeyUser]),
 		LastRotationRequest: string(data[KeyLastRotationRequest]),
+		Environment:         string(data[KeyEnvironment]),
 	}
 	var errs []error
 	if r.Credential == "" || strings.Count(r.Credential, "/") != 1 {
@@ -184,6 +191,9 @@ func Parse(data map[string][]byte) (*Record, error) {
 	}
 	if r.UID == "" {
 		errs = append(errs, fmt.Errorf("%s is missing", KeyUID))
+	}
+	if r.Environment != "" && r.Environment != "sandbox" {
+		errs = append(errs, fmt.Errorf("%s must be sandbox or absent", KeyEnvironment))
 	}
 	if ids := strings.TrimSpace(string(data[KeyAgentIDs])); ids != "" {
 		r.AgentIDs = strings.Split(ids, "\n")

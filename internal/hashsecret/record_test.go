@@ -15,6 +15,7 @@ func sampleRecord() *Record {
 		Credential: "agents/billing", UID: "uid-1", Type: "UserToken",
 		AgentIDs: []string{"a", "b"}, User: "alice@example.com", SessionTTL: 30 * time.Minute,
 		ExpiresAt:           now.Add(24 * time.Hour),
+		Environment:         "sandbox",
 		Current:             Entry{Digest: credential.DigestOf("ak_1"), IssuedAt: now},
 		Previous:            &Entry{Digest: credential.DigestOf("ak_0"), ExpiresAt: now.Add(10 * time.Minute)},
 		Pending:             &Entry{Digest: credential.DigestOf("ak_2"), Reason: "Renew", StartedAt: now, ExpiresAt: now.Add(48 * time.Hour)},
@@ -68,6 +69,7 @@ func TestParseRejectsDamage(t *testing.T) {
 		"bad ttl":             func(d map[string][]byte) { d[KeySessionTTL] = []byte("forever") },
 		"negative count":      func(d map[string][]byte) { d[KeyRotationCount] = []byte("-1") },
 		"bad expiry":          func(d map[string][]byte) { d[KeyExpiresAt] = []byte("soon") },
+		"unknown environment": func(d map[string][]byte) { d[KeyEnvironment] = []byte("staging") },
 	}
 	for name, damage := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -59,13 +59,15 @@ type AgentKey struct {
 	Digest credential.Digest
 }
 
-// Inspect reads a key string found in the agent Secret.
-func Inspect(key string, present bool, want credential.Kind) AgentKey {
+// Inspect reads a key string found in the agent Secret: valid only if it
+// is a well-formed key of the credential's kind and environment (a live key
+// in a sandbox credential's Secret is drift, and is reissued).
+func Inspect(key string, present bool, want credential.Kind, env credential.Environment) AgentKey {
 	if !present {
 		return AgentKey{}
 	}
 	kind, err := credential.Parse(key)
-	if err != nil || kind != want {
+	if err != nil || kind != want || credential.EnvironmentOf(key) != env {
 		return AgentKey{Present: true}
 	}
 	return AgentKey{Present: true, Valid: true, Digest: credential.DigestOf(key)}

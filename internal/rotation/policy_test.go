@@ -21,25 +21,31 @@ func record() *hashsecret.Record {
 
 func TestInspect(t *testing.T) {
 	key, _ := credential.Generate(credential.APIKey)
+	sandbox, _ := credential.GenerateIn(credential.APIKey, credential.Sandbox)
+	live, sb := credential.Live, credential.Sandbox
 	tests := []struct {
 		name    string
 		key     string
 		present bool
 		want    credential.Kind
+		env     credential.Environment
 		valid   bool
 	}{
-		{"missing", "", false, credential.APIKey, false},
-		{"valid", key, true, credential.APIKey, true},
-		{"wrong kind", key, true, credential.UserToken, false},
-		{"corrupted", key[:20], true, credential.APIKey, false},
-		{"empty", "", true, credential.APIKey, false},
+		{"missing", "", false, credential.APIKey, live, false},
+		{"valid", key, true, credential.APIKey, live, true},
+		{"wrong kind", key, true, credential.UserToken, live, false},
+		{"corrupted", key[:20], true, credential.APIKey, live, false},
+		{"empty", "", true, credential.APIKey, live, false},
+		{"valid sandbox", sandbox, true, credential.APIKey, sb, true},
+		{"live key for a sandbox credential", key, true, credential.APIKey, sb, false},
+		{"sandbox key for a live credential", sandbox, true, credential.APIKey, live, false},
 	}
 	for _, tt := range tests {
-		got := Inspect(tt.key, tt.present, tt.want)
+		got := Inspect(tt.key, tt.present, tt.want, tt.env)
 		if got.Valid != tt.valid || got.Present != tt.present {
 			t.Errorf("%s: Inspect = %+v", tt.name, got)
 		}
-		if tt.valid && !got.Digest.Equal(credential.DigestOf(key)) {
+		if tt.valid && !got.Digest.Equal(credential.DigestOf(tt.key)) {
 			t.Errorf("%s: wrong digest", tt.name)
 		}
 	}

@@ -259,3 +259,17 @@ func ParseMode(s string) (Mode, error) {
 	}
 	return "", fmt.Errorf("unknown identity-claim mode %q: want %s or %s", s, FirstUse, Preassigned)
 }
+
+// EnvironmentAllowed reports whether a credential of environment env may
+// have a key in a namespace whose auth.agrenting.io/environment label is
+// namespaceEnv: a namespace labelled sandbox admits only sandbox
+// credentials. Any other value, or none, sets no rule.
+func EnvironmentAllowed(namespaceEnv, env string) bool {
+	return namespaceEnv != "sandbox" || env == "sandbox"
+}
+
+// EnvironmentRefusal is the message for a credential EnvironmentAllowed
+// refuses. It names the field to change.
+func EnvironmentRefusal(namespace string) string {
+	return fmt.Sprintf("namespace %s is labelled auth.agrenting.io/environment=sandbox and admits only sandbox credentials: set spec.environment: sandbox", namespace)
+}

@@ -186,3 +186,26 @@ func TestSortedNames(t *testing.T) {
 		t.Errorf("SortedNames(nil) = %v", got)
 	}
 }
+
+func TestEnvironmentAllowed(t *testing.T) {
+	tests := []struct {
+		namespace, env string
+		want           bool
+	}{
+		{"", "live", true},
+		{"", "sandbox", true},
+		{"sandbox", "sandbox", true},
+		{"sandbox", "live", false},
+		{"live", "live", true},
+		{"live", "sandbox", true}, // only the sandbox label sets a rule
+		{"Sandbox", "live", true},
+	}
+	for _, tt := range tests {
+		if got := EnvironmentAllowed(tt.namespace, tt.env); got != tt.want {
+			t.Errorf("EnvironmentAllowed(%q, %q) = %v, want %v", tt.namespace, tt.env, got, tt.want)
+		}
+	}
+	if msg := EnvironmentRefusal("qa"); !strings.Contains(msg, "spec.environment") || !strings.Contains(msg, "qa") {
+		t.Errorf("EnvironmentRefusal = %q", msg)
+	}
+}

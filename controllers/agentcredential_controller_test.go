@@ -431,7 +431,7 @@ func TestMetrics(t *testing.T) {
 	g.Expect(found).To(HaveKey("agentcred_rotations_total"))
 	g.Expect(found).To(HaveKey("agentcred_credentials"))
 	g.Expect(found).To(HaveKey("agentcred_credential_next_rotation_timestamp_seconds"))
-	g.Expect(testutil.CollectAndCount(registry, "agentcred_credentials")).To(Equal(2))
+	g.Expect(testutil.CollectAndCount(registry, "agentcred_credentials")).To(Equal(4), "one series per type and environment")
 }
 
 func metricsRotations(reason string) prometheus.Collector {

@@ -45,7 +45,7 @@ func NewMetrics(reader client.Reader) *Metrics {
 			Help: "When each credential with spec.expiresAt stops authenticating for good, as a Unix time.",
 		}, []string{"namespace", "name"}),
 		credentials: &credentialsCollector{reader: reader, desc: prometheus.NewDesc(
-			"agentcred_credentials", "AgentCredentials in the cluster, by type.", []string{"type"}, nil)},
+			"agentcred_credentials", "AgentCredentials in the cluster, by type and environment.", []string{"type", "environment"}, nil)},
 	}
 }
 
@@ -99,11 +99,20 @@ func (c *credentialsCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.NewInvalidMetric(c.desc, err)
 		return
 	}
-	counts := map[authv1alpha1.CredentialType]int{authv1alpha1.APIKeyType: 0, authv1alpha1.UserTokenType: 0}
-	for i := range list.Items {
-		counts[list.Items[i].CredentialType()]++
+	type key struct {
+		t authv1alpha1.CredentialType
+		e authv1alpha1.Environment
 	}
-	for t, n := range counts {
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), string(t))
+	counts := map[key]int{}
+	for _, t := range []authv1alpha1.CredentialType{authv1alpha1.APIKeyType, authv1alpha1.UserTokenType} {
+		for _, e := range []authv1alpha1.Environment{authv1alpha1.LiveEnvironment, authv1alpha1.SandboxEnvironment} {
+			counts[key{t, e}] = 0
+		}
+	}
+	for i := range list.Items {
+		counts[key{list.Items[i].CredentialType(), list.Items[i].Environment()}]++
+	}
+	for k, n := range counts {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), string(k.t), string(k.e))
 	}
 }

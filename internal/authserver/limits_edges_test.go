@@ -11,6 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	authnv1 "k8s.io/api/authentication/v1"
+
+	"github.com/agrenting/agentcred/internal/credential"
 )
 
 // The throttle's arithmetic and the endpoint's size limits, to the exact
@@ -78,9 +80,17 @@ func TestErrorAndMetricsFallbacks(t *testing.T) {
 		t.Fatalf("Error() = %q", got)
 	}
 	m := newServerMetrics()
-	m.observe(0, outcome{MethodNone, http.StatusTeapot}, time.Millisecond)
-	if n := testutil.ToFloat64(m.requests.WithLabelValues(endpoints[0], string(MethodNone), "418")); n != 1 {
+	m.observe(0, outcome{method: MethodNone, status: http.StatusTeapot}, time.Millisecond)
+	if n := testutil.ToFloat64(m.requests.WithLabelValues(endpoints[0], string(MethodNone), environmentNone, "418")); n != 1 {
 		t.Fatalf("an unlisted status was counted %v times, want 1", n)
+	}
+	m.observe(1, outcome{MethodSession, http.StatusOK, credential.Sandbox}, time.Millisecond)
+	if n := testutil.ToFloat64(m.requests.WithLabelValues(endpoints[1], string(MethodSession), "sandbox", "200")); n != 1 {
+		t.Fatalf("a sandbox session was counted %v times, want 1", n)
+	}
+	m.observe(1, outcome{method: "", status: http.StatusOK}, time.Millisecond)
+	if n := testutil.ToFloat64(m.requests.WithLabelValues(endpoints[1], string(MethodNone), environmentNone, "200")); n != 1 {
+		t.Fatalf("an outcome without a method was counted %v times as none, want 1", n)
 	}
 	if indexOf([]int{1, 2}, 3) != -1 || indexOf([]int{1, 2}, 2) != 1 {
 		t.Fatal("indexOf")
@@ -122,7 +132,7 @@ func TestEveryErrorIsJSON(t *testing.T) {
 			t.Errorf("%s %s: Allow %q, want %q", tt.method, tt.path, resp.Header.Get("Allow"), tt.allow)
 		}
 	}
-	if n := testutil.ToFloat64(ts.srv.metrics.requests.WithLabelValues("authenticate", string(MethodNone), "405")); n != 1 {
+	if n := testutil.ToFloat64(ts.srv.metrics.requests.WithLabelValues("authenticate", string(MethodNone), environmentNone, "405")); n != 1 {
 		t.Errorf("405s on /auth/authenticate counted %v times, want 1", n)
 	}
 	// HEAD of a GET endpoint still works.

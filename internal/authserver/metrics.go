@@ -11,14 +11,30 @@ import (
 // resolved once, so a request costs no label hashing.
 var (
 	endpoints = []string{"verify", "authenticate", "tokenreview"}
-	methods   = []Method{MethodAPIKey, MethodUserToken, MethodSession, MethodNone}
-	statuses  = []int{200, 400, 401, 403, 405, 429, 500, 503}
+	// identities are the (method, environment) pairs a request can end
+	// with: a credential of either environment, or none.
+	identities = []identity{
+		{MethodAPIKey, "live"}, {MethodAPIKey, "sandbox"},
+		{MethodUserToken, "live"}, {MethodUserToken, "sandbox"},
+		{MethodSession, "live"}, {MethodSession, "sandbox"},
+		{MethodNone, environmentNone},
+	}
+	statuses = []int{200, 400, 401, 403, 405, 429, 500, 503}
 )
+
+// environmentNone labels requests that did not authenticate.
+const environmentNone = "none"
+
+// identity is how a request authenticated, as metrics label it.
+type identity struct {
+	method      Method
+	environment string
+}
 
 type serverMetrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
-	// counters[endpoint][method][status] for the known label values.
+	// counters[endpoint][identity][status] for the known label values.
 	counters  [][][]prometheus.Counter
 	observers []prometheus.Observer
 }
@@ -27,8 +43,8 @@ func newServerMetrics() *serverMetrics {
 	m := &serverMetrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "agentcred_auth_requests_total",
-			Help: "Requests to the auth endpoint by endpoint, authentication method and HTTP status code.",
-		}, []string{"endpoint", "method", "code"}),
+			Help: "Requests to the auth endpoint by endpoint, authentication method, the credential's environment (live, sandbox; none when it did not authenticate) and HTTP status code.",
+		}, []string{"endpoint", "method", "environment", "code"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "agentcred_auth_request_duration_seconds",
 			Help:    "Time to answer a request to the auth endpoint, by endpoint.",
@@ -39,11 +55,11 @@ func newServerMetrics() *serverMetrics {
 	m.observers = make([]prometheus.Observer, len(endpoints))
 	for e, endpoint := range endpoints {
 		m.observers[e] = m.duration.WithLabelValues(endpoint)
-		m.counters[e] = make([][]prometheus.Counter, len(methods))
-		for mi, method := range methods {
-			m.counters[e][mi] = make([]prometheus.Counter, len(statuses))
+		m.counters[e] = make([][]prometheus.Counter, len(identities))
+		for ii, id := range identities {
+			m.counters[e][ii] = make([]prometheus.Counter, len(statuses))
 			for si, status := range statuses {
-				m.counters[e][mi][si] = m.requests.WithLabelValues(endpoint, string(method), strconv.Itoa(status))
+				m.counters[e][ii][si] = m.requests.WithLabelValues(endpoint, string(id.method), id.environment, strconv.Itoa(status))
 			}
 		}
 	}
@@ -70,10 +86,11 @@ func indexOf[T comparable](list []T, v T) int {
 
 func (m *serverMetrics) observe(endpoint int, o outcome, d time.Duration) {
 	m.observers[endpoint].Observe(d.Seconds())
-	mi, si := indexOf(methods, o.method), indexOf(statuses, o.status)
-	if mi < 0 || si < 0 {
-		m.requests.WithLabelValues(endpoints[endpoint], string(o.method), strconv.Itoa(o.status)).Inc()
+	id := o.identity()
+	ii, si := indexOf(identities, id), indexOf(statuses, o.status)
+	if ii < 0 || si < 0 {
+		m.requests.WithLabelValues(endpoints[endpoint], string(id.method), id.environment, strconv.Itoa(o.status)).Inc()
 		return
 	}
-	m.counters[endpoint][mi][si].Inc()
+	m.counters[endpoint][ii][si].Inc()
 }

@@ -195,6 +195,16 @@ func (s *Server) handleReadyz(w http.ResponseWriter, _ *http.Request) {
 type outcome struct {
 	method Method
 	status int
+	// environment of the credential (meaningless when method is MethodNone).
+	environment credential.Environment
+}
+
+// identity is the outcome's (method, environment) label pair.
+func (o outcome) identity() identity {
+	if o.method == MethodNone || o.method == "" {
+		return identity{MethodNone, environmentNone}
+	}
+	return identity{o.method, o.environment.String()}
 }
 
 // Indices into endpoints, for metrics.
@@ -272,7 +282,7 @@ func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) outcome {
 	h[HeaderUser] = all[4:5:5]
 	h[HeaderEnvironment] = all[5:6:6]
 	w.WriteHeader(http.StatusOK)
-	return outcome{id.Method, http.StatusOK}
+	return outcome{id.Method, http.StatusOK, id.Entry.Environment}
 }
 
 // query is what the query string of /auth/verify and /auth/authenticate asks.
@@ -403,7 +413,7 @@ func (s *Server) handleAuthenticate(w http.ResponseWriter, r *http.Request) outc
 		Token: token, TokenType: "Bearer", ExpiresAt: expires.UTC().Format(time.RFC3339),
 		ExpiresIn: int64(math.Ceil(expires.Sub(now).Seconds())), AgentID: id.AgentID,
 	})
-	return outcome{id.Method, http.StatusOK}
+	return outcome{id.Method, http.StatusOK, id.Entry.Environment}
 }
 
 type errorBody struct {
@@ -424,7 +434,7 @@ func (s *Server) writeError(w http.ResponseWriter, e *Error) outcome {
 	var body errorBody
 	body.Error.Code, body.Error.Message = e.Code, e.Message
 	_ = json.NewEncoder(w).Encode(body)
-	return outcome{MethodNone, e.Status}
+	return outcome{method: MethodNone, status: e.Status}
 }
 
 // writeForwardAuthError answers a refusal for nginx auth_request (and
@@ -440,7 +450,7 @@ func (s *Server) writeForwardAuthError(w http.ResponseWriter, e *Error) outcome 
 		return s.writeError(w, e)
 	}
 	s.writeError(w, &Error{http.StatusUnauthorized, e.Code, e.Message})
-	return outcome{MethodNone, e.Status}
+	return outcome{method: MethodNone, status: e.Status}
 }
 
 func wwwAuthenticate(e *Error) string {

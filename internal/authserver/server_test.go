@@ -136,8 +136,8 @@ func TestVerifyEndpoint(t *testing.T) {
 	if resp.Header.Get("X-Auth-User") != "alice@example.com" || resp.Header.Get("X-Auth-Method") != "user_token" {
 		t.Fatalf("user token identity headers wrong: %v", resp.Header)
 	}
-	if n := testutil.ToFloat64(ts.srv.metrics.requests.WithLabelValues("verify", "api_key", "200")); n != 3 {
-		t.Fatalf("agentcred_auth_requests_total{verify,api_key,200} = %v, want 3", n)
+	if n := testutil.ToFloat64(ts.srv.metrics.requests.WithLabelValues("verify", "api_key", "live", "200")); n != 3 {
+		t.Fatalf("agentcred_auth_requests_total{verify,api_key,live,200} = %v, want 3", n)
 	}
 	if testutil.CollectAndCount(ts.reg, "agentcred_auth_request_duration_seconds") == 0 {
 		t.Fatal("no duration histogram")
@@ -503,6 +503,9 @@ func TestEnvironmentRoutes(t *testing.T) {
 	resp, _ = ts.do(t, "GET", "/auth/verify?environment=live", hdr("Authorization", "Bearer "+tok.Token), "")
 	if resp.StatusCode != 403 {
 		t.Fatalf("a sandbox key's session passed a live-only route: %d", resp.StatusCode)
+	}
+	if n := testutil.ToFloat64(ts.srv.metrics.requests.WithLabelValues("authenticate", "api_key", "sandbox", "200")); n < 2 {
+		t.Fatalf("sandbox mints counted %v times, want at least 2", n)
 	}
 }
 

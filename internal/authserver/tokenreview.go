@@ -56,7 +56,7 @@ func (s *Server) handleTokenReview(w http.ResponseWriter, r *http.Request) outco
 	}
 	now := s.opts.Clock.Now()
 	id, verr := s.verifier.VerifyToken(strings.TrimSpace(review.Spec.Token), now)
-	method := MethodNone
+	method, env := MethodNone, credential.Live
 	if verr != nil {
 		if ok, wait := s.limiter.Fail(ClientAddress(r, s.opts.TrustedProxies), now); !ok {
 			w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(wait)))
@@ -64,7 +64,7 @@ func (s *Server) handleTokenReview(w http.ResponseWriter, r *http.Request) outco
 		}
 		out.Status.Error = verr.Message
 	} else {
-		method = id.Method
+		method, env = id.Method, id.Entry.Environment
 		auds, ok := vouchedAudiences(review.Spec.Audiences, s.opts.TokenReviewAudiences)
 		if ok {
 			out.Status.Authenticated = true
@@ -77,7 +77,7 @@ func (s *Server) handleTokenReview(w http.ResponseWriter, r *http.Request) outco
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(out)
-	return outcome{method, http.StatusOK}
+	return outcome{method, http.StatusOK, env}
 }
 
 // vouchedAudiences decides which of the audiences a review asks for

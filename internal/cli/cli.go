@@ -228,6 +228,7 @@ func (s *session) status(ctx context.Context, name string, out io.Writer) error 
 	row := func(k, v string) { fmt.Fprintf(w, "%s:\t%s\n", k, v) }
 	row("Name", s.namespace+"/"+name)
 	row("Type", string(cred.CredentialType()))
+	row("Environment", string(cred.Environment()))
 	if cred.CredentialType() == authv1alpha1.UserTokenType {
 		row("User", cred.Spec.User)
 		row("Agents", strings.Join(cred.Spec.Agents, ", "))
@@ -451,7 +452,7 @@ func check(ctx context.Context, url, key, agentID string, out io.Writer) error {
 	}
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "Valid:\tyes\n")
-	for _, h := range []string{"X-Auth-Agent-ID", "X-Auth-Method", "X-Auth-Key-ID", "X-Auth-Credential", "X-Auth-User"} {
+	for _, h := range []string{"X-Auth-Agent-ID", "X-Auth-Method", "X-Auth-Key-ID", "X-Auth-Credential", "X-Auth-User", "X-Auth-Environment"} {
 		if v := resp.Header.Get(h); v != "" {
 			fmt.Fprintf(w, "%s:\t%s\n", strings.TrimPrefix(h, "X-Auth-"), v)
 		}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"slices"
 	"strings"
@@ -277,12 +279,35 @@ func TestStatusShowsExpiryAndRestartTargets(t *testing.T) {
 	got := collapse(out.String())
 	for _, want := range []string{
 		"Expires: 2027-03-01T00:00:00Z",
+		"Environment: live",
 		"Restart target: Deployment/web: Rolling (1 of 2 replicas updated)",
 		"Restart target: StatefulSet/db: RolledOut",
 		"Restart target: DaemonSet/new: Pending",
 	} {
 		if !slices.Contains(got, want) {
 			t.Errorf("status lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestCheckShowsTheIdentityHeaders(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-API-Key") == "" {
+			t.Errorf("an ak_ key must go in X-API-Key: %v", r.Header)
+		}
+		for k, v := range map[string]string{"X-Auth-Agent-ID": "a1", "X-Auth-Method": "api_key", "X-Auth-Environment": "sandbox"} {
+			w.Header().Set(k, v)
+		}
+	}))
+	defer srv.Close()
+	var out bytes.Buffer
+	if err := check(context.Background(), srv.URL, "ak_test_x", "", &out); err != nil {
+		t.Fatal(err)
+	}
+	got := collapse(out.String())
+	for _, want := range []string{"Valid: yes", "Agent-ID: a1", "Environment: sandbox"} {
+		if !slices.Contains(got, want) {
+			t.Errorf("check lacks %q:\n%s", want, out.String())
 		}
 	}
 }

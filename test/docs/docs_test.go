@@ -138,7 +138,14 @@ func TestSamplesNamedInTheJourneyExist(t *testing.T) {
 		names = append(names, m[1])
 	}
 	sort.Strings(names)
-	samples := read(t, "config/samples/auth_v1alpha1_agentcredential_apikey.yaml") + read(t, "config/samples/auth_v1alpha1_agentcredential_usertoken.yaml")
+	files, err := filepath.Glob(filepath.Join(controlplane.RepoRoot(), "config", "samples", "*.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var samples string
+	for _, f := range files {
+		samples += read(t, strings.TrimPrefix(f, controlplane.RepoRoot()+"/"))
+	}
 	for _, n := range names {
 		if !strings.Contains(samples, "name: "+n) {
 			t.Errorf("the README waits for agentcredential/%s, which no sample creates", n)

@@ -155,10 +155,14 @@ func verify(t *testing.T, url string, headers ...string) (int, http.Header) {
 	return resp.StatusCode, resp.Header
 }
 
-// errorCode is "STATUS code" of /auth/verify's answer for an API key.
+// errorCode is "STATUS code" of the answer of url (the auth endpoint's
+// base URL, meaning /auth/verify, or a full /auth/verify URL) for an API key.
 func errorCode(t *testing.T, url, key string) string {
 	t.Helper()
-	req, _ := http.NewRequest("GET", url+"/auth/verify", nil)
+	if !strings.Contains(url, "/auth/verify") {
+		url += "/auth/verify"
+	}
+	req, _ := http.NewRequest("GET", url, nil)
 	req.Header.Set("X-API-Key", key)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -203,7 +207,7 @@ func TestNewcomerJourney(t *testing.T) {
 
 	// Apply the samples and wait for them.
 	g.Expect(r.mustKubectl(t, plugin, "apply", "-f", "config/samples/")).To(ContainSubstring("agentcredential.auth.agrenting.io/billing-agent created"))
-	r.mustKubectl(t, plugin, "wait", "--for=condition=Ready", "agentcredential/billing-agent", "agentcredential/alice", "--timeout=60s")
+	r.mustKubectl(t, plugin, "wait", "--for=condition=Ready", "agentcredential/billing-agent", "agentcredential/alice", "agentcredential/billing-agent-test", "--timeout=60s")
 	readKey := func() string {
 		b64 := r.mustKubectl(t, plugin, "get", "secret", "billing-agent", "-o", "jsonpath={.data.api-key}")
 		key, err := base64.StdEncoding.DecodeString(b64)
@@ -218,6 +222,19 @@ func TestNewcomerJourney(t *testing.T) {
 	g.Expect(status).To(Equal(200))
 	g.Expect(h.Get("X-Auth-Agent-ID")).To(Equal(sampleAgent))
 	g.Expect(h.Get("X-Auth-Credential")).To(Equal("default/billing-agent"))
+
+	g.Expect(h.Get("X-Auth-Environment")).To(Equal("live"))
+
+	// The sandbox sample: an ak_test_ key, refused by a live-only route.
+	b64 := r.mustKubectl(t, plugin, "get", "secret", "billing-agent-test", "-o", "jsonpath={.data.api-key}")
+	testKey, err := base64.StdEncoding.DecodeString(b64)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(string(testKey)).To(HavePrefix("ak_test_"))
+	status, h = verify(t, r.authURL, "X-API-Key", string(testKey))
+	g.Expect(status).To(Equal(200))
+	g.Expect(h.Get("X-Auth-Environment")).To(Equal("sandbox"))
+	g.Expect(errorCode(t, r.authURL+"/auth/verify?environment=live", string(testKey))).To(Equal("403 environment_not_permitted"))
+	g.Expect(r.mustKubectl(t, plugin, "get", "agentcredentials")).To(MatchRegexp(`billing-agent-test\s+APIKey\s+sandbox`))
 
 	// Mint a session and use it.
 	req, _ := http.NewRequest("POST", r.authURL+"/auth/authenticate", nil)
@@ -276,7 +293,7 @@ spec: {agentID: 5a4b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d, expiresAt: "`+expiresAt+`"
 	g.Expect(err).NotTo(HaveOccurred(), out)
 	g.Expect(out).To(ContainSubstring("spec.expiresAt: " + expiresAt + " comes before the next scheduled rotation"))
 	r.mustKubectl(t, plugin, "wait", "--for=condition=Ready", "agentcredential/contractor", "--timeout=60s")
-	b64 := r.mustKubectl(t, plugin, "get", "secret", "contractor", "-o", "jsonpath={.data.api-key}")
+	b64 = r.mustKubectl(t, plugin, "get", "secret", "contractor", "-o", "jsonpath={.data.api-key}")
 	contractorKey, err := base64.StdEncoding.DecodeString(b64)
 	g.Expect(err).NotTo(HaveOccurred())
 	status, _ = verify(t, r.authURL, "X-API-Key", string(contractorKey))

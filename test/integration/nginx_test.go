@@ -99,7 +99,7 @@ func startNginxFor(t *testing.T, auth, upstream string) string {
 // an invalid or missing key never reaches it at all.
 func TestNginxAuthRequest(t *testing.T) {
 	g := NewWithT(t)
-	seen := []string{"X-Auth-Agent-Id", "X-Auth-Method", "X-Auth-Key-Id", "X-Auth-Credential", "X-Auth-User", "X-Api-Key", "Api-Key", "Authorization"}
+	seen := []string{"X-Auth-Agent-Id", "X-Auth-Method", "X-Auth-Key-Id", "X-Auth-Credential", "X-Auth-User", "X-Auth-Environment", "X-Api-Key", "Api-Key", "Authorization"}
 	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		for _, h := range seen {
 			fmt.Fprintf(w, "%s=%q\n", h, r.Header.Values(h))
@@ -124,16 +124,36 @@ func TestNginxAuthRequest(t *testing.T) {
 		return r.status, r.body
 	}
 	spoofed := []string{"X-Auth-User", "admin@example.com", "X-Auth-Agent-Id", "00000000-0000-4000-8000-000000000000",
-		"X-Auth-Credential", "kube-system/root", "X-Auth-Method", "session"}
+		"X-Auth-Credential", "kube-system/root", "X-Auth-Method", "session", "X-Auth-Environment", "sandbox"}
 	want := strings.Join([]string{
 		fmt.Sprintf("X-Auth-Agent-Id=[%q]", agent), `X-Auth-Method=["api_key"]`, fmt.Sprintf("X-Auth-Key-Id=[%q]", cred.Status.KeyID),
-		fmt.Sprintf("X-Auth-Credential=[%q]", ns+"/behind-nginx"), `X-Auth-User=[]`, `X-Api-Key=[]`, `Api-Key=[]`, `Authorization=[]`, "",
+		fmt.Sprintf("X-Auth-Credential=[%q]", ns+"/behind-nginx"), `X-Auth-User=[]`, `X-Auth-Environment=["live"]`, `X-Api-Key=[]`, `Api-Key=[]`, `Authorization=[]`, "",
 	}, "\n")
 	for _, carrier := range [][]string{{"X-API-Key", key}, {"Api-Key", key}, {"Authorization", "Bearer " + key}} {
 		status, body := get(append(carrier, spoofed...)...)
 		g.Expect(status).To(Equal(200), carrier[0])
 		g.Expect(body).To(Equal(want), "the upstream must see agentcred's identity and no credential (key sent as %s)", carrier[0])
 	}
+	// The live-only route: the live key passes with the same identity...
+	r := throughProxy(t, proxy+"/payments", append([]string{"X-API-Key", key}, spoofed...)...)
+	g.Expect(r.status).To(Equal(200))
+	g.Expect(r.body).To(Equal(want))
+	// ... and a sandbox key, valid on the open route, gets 403 environment_not_permitted.
+	sb := &authv1alpha1.AgentCredential{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "sandbox-behind-nginx"},
+		Spec:       authv1alpha1.AgentCredentialSpec{AgentID: newAgentID(), Environment: authv1alpha1.SandboxEnvironment},
+	}
+	g.Expect(k8s.Create(ctx, sb)).To(Succeed())
+	waitReady(t, sb)
+	sandboxKey := secretValue(t, ns, "sandbox-behind-nginx", "api-key")
+	eventuallyStatus(t, 200, "GET", "/auth/verify", "X-API-Key", sandboxKey)
+	r = throughProxy(t, proxy, "X-API-Key", sandboxKey)
+	g.Expect(r.status).To(Equal(200))
+	g.Expect(r.body).To(ContainSubstring(`X-Auth-Environment=["sandbox"]`))
+	r = throughProxy(t, proxy+"/payments", "X-API-Key", sandboxKey)
+	g.Expect(r.status).To(Equal(403), r.body)
+	g.Expect(r.body).To(ContainSubstring("environment_not_permitted"))
+	g.Expect(r.body).NotTo(ContainSubstring("X-Auth"), "the upstream must not be reached")
 
 	wrong := []byte(key)
 	wrong[20] ^= 0x01

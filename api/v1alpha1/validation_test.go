@@ -269,8 +269,8 @@ func TestSamplesAreAccepted(t *testing.T) {
 		}
 		n++
 	}
-	if n != 2 {
-		t.Fatalf("found %d samples, want 2", n)
+	if n != 3 {
+		t.Fatalf("found %d samples, want 3", n)
 	}
 }
 

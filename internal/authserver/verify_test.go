@@ -289,10 +289,14 @@ func FuzzVerify(f *testing.F) {
 	f.Add("", "", "Bearer "+fx.multiToken, agentA)
 	f.Add("", fx.apiKey, "Bearer "+fx.session, "")
 	f.Add("\xff\x00", "ak_", "Bearer as_", "--------")
+	f.Add(fx.sandboxKey, "", "", "")
+	f.Add("", "", "Bearer "+fx.sandboxToken, agentC)
+	f.Add(fx.expiredKey, "", "", "")
+	f.Add("ak_test_", "", "Bearer ap_test_", "")
 	documented := map[*Error]bool{
 		ErrConflictingCredentials: true, ErrInvalidAgentID: true, ErrAgentIDRequired: true, ErrMissingCredentials: true,
 		ErrInvalidCredentials: true, ErrExpiredSession: true, ErrRevokedSession: true, ErrAgentNotPermitted: true,
-		ErrTokenInAPIKeyHeader: true, ErrSchemeInAPIKeyHeader: true, ErrMistypedKey: true,
+		ErrTokenInAPIKeyHeader: true, ErrSchemeInAPIKeyHeader: true, ErrMistypedKey: true, ErrExpiredCredentials: true,
 	}
 	f.Fuzz(func(t *testing.T, xAPIKey, apiKey, authorization, agentID string) {
 		h := http.Header{}
@@ -319,4 +323,28 @@ func flipChar(c byte) string {
 		return "b"
 	}
 	return "a"
+}
+
+// FuzzParseQuery: any query string gets a documented answer, and a route
+// restriction is only ever live or sandbox.
+func FuzzParseQuery(f *testing.F) {
+	for _, seed := range []string{"", "mode=auth_request", "environment=live", "environment=sandbox&mode=auth_request",
+		"environment=", "environment=live&environment=x", "&&=&", "mode=auth_request%26environment=live", "environment=live;mode=x"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		q, err := parseQuery(raw)
+		if err != nil {
+			if err != ErrUnknownMode && err != ErrUnknownEnvironment {
+				t.Fatalf("undocumented refusal %v", err)
+			}
+			return
+		}
+		if q.environment != nil && *q.environment != credential.Live && *q.environment != credential.Sandbox {
+			t.Fatalf("unknown environment %v accepted", *q.environment)
+		}
+		if q.environment != nil && !strings.Contains(raw, "environment="+q.environment.String()) {
+			t.Fatalf("%q restricted the route to %s", raw, q.environment)
+		}
+	})
 }

@@ -206,3 +206,18 @@ func TestConsumerManifestsAreTheSamples(t *testing.T) {
 		}
 	}
 }
+
+// TestCaddySnippetIsTheTestedConfig: the README's Caddyfile is the site
+// block test/integration runs through the real Caddy, word for word.
+func TestCaddySnippetIsTheTestedConfig(t *testing.T) {
+	tmpl := read(t, "test/integration/testdata/Caddyfile.tmpl")
+	i := strings.Index(tmpl, "http://{{listen}} {")
+	if i < 0 {
+		t.Fatal("the tested Caddyfile has no site block")
+	}
+	want := strings.NewReplacer("http://{{listen}}", "api.example.com", "{{auth}}", "agentcred-auth.agentcred-system.svc:8082", "{{upstream}}", "backend:8080").
+		Replace("```caddyfile\n" + strings.TrimRight(tmpl[i:], "\n") + "\n```")
+	if !strings.Contains(read(t, "README.md"), want) {
+		t.Error("README.md: the Caddy snippet differs from test/integration/testdata/Caddyfile.tmpl; copy its site block")
+	}
+}

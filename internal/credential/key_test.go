@@ -62,6 +62,12 @@ func TestGenerateSandboxKeys(t *testing.T) {
 	if Sandbox.String() != "sandbox" || Live.String() != "live" {
 		t.Fatal("environment names")
 	}
+	// The prefix alone says it, at its exact length and no shorter.
+	for s, want := range map[string]Environment{"ak_test_": Sandbox, "ap_test_": Sandbox, "ak_test": Live, "ak_": Live, "": Live, "ak_tesx_": Live} {
+		if got := EnvironmentOf(s); got != want {
+			t.Errorf("EnvironmentOf(%q) = %s, want %s", s, got, want)
+		}
+	}
 }
 
 func TestGenerateRefusesSessionAndUnknown(t *testing.T) {

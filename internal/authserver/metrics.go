@@ -10,7 +10,7 @@ import (
 // Label values the server reports; the counters for their combinations are
 // resolved once, so a request costs no label hashing.
 var (
-	endpoints = []string{"verify", "authenticate", "tokenreview"}
+	endpoints = []string{"verify", "authenticate", "tokenreview", "grpc"}
 	// identities are the (method, environment) pairs a request can end
 	// with: a credential of either environment, or none.
 	identities = []identity{

@@ -63,6 +63,8 @@ type Options struct {
 	Log          logr.Logger
 	// Registerer receives the server's metrics (nil: not registered).
 	Registerer prometheus.Registerer
+	// GRPC, if set, also serves Envoy ext_authz over gRPC (AddToManager).
+	GRPC *GRPCOptions
 }
 
 // DefaultMaxConnections is the default bound on concurrent connections.
@@ -212,6 +214,7 @@ const (
 	endpointVerify = iota
 	endpointAuthenticate
 	endpointTokenReview
+	endpointGRPC
 )
 
 func (s *Server) instrument(endpoint int, h func(http.ResponseWriter, *http.Request) outcome) http.HandlerFunc {

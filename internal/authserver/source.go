@@ -153,5 +153,10 @@ func AddToManager(mgr manager.Manager, client kubernetes.Interface, namespace st
 	if err := mgr.Add(server); err != nil {
 		return nil, err
 	}
+	if opts.GRPC != nil {
+		if err := mgr.Add(server.GRPC(*opts.GRPC)); err != nil {
+			return nil, err
+		}
+	}
 	return index, nil
 }

@@ -50,6 +50,9 @@ type Deps struct {
 	Registerer prometheus.Registerer
 	// AuthListener, if set, serves the auth endpoint instead of AuthAddr.
 	AuthListener net.Listener
+	// GRPCAuthListener, if set, serves Envoy ext_authz over gRPC instead of
+	// GRPCAuthAddr (which must then not be "0").
+	GRPCAuthListener net.Listener
 	// ManagerOptions, if set, adjusts the manager's options last.
 	ManagerOptions func(*ctrl.Options)
 }
@@ -247,7 +250,12 @@ func setupAuthEndpoint(mgr manager.Manager, o *Options, deps Deps) (*authserver.
 	if err != nil {
 		return nil, err
 	}
+	var grpcOpts *authserver.GRPCOptions
+	if o.GRPCAuthAddr != "0" || deps.GRPCAuthListener != nil {
+		grpcOpts = &authserver.GRPCOptions{Addr: o.GRPCAuthAddr, Listener: deps.GRPCAuthListener}
+	}
 	index, err := authserver.AddToManager(mgr, clientset, o.OperatorNamespace, authserver.Options{
+		GRPC: grpcOpts,
 		Addr: o.AuthAddr, Listener: deps.AuthListener, TLSCertFile: o.AuthTLSCertFile, TLSKeyFile: o.AuthTLSKeyFile,
 		MaxConnections: o.AuthMaxConnections,
 		SessionTTL:     o.SessionTTL, TrustedProxies: proxies, TokenReviewAudiences: splitList(o.TokenReviewAudiences),

@@ -69,6 +69,8 @@ type Options struct {
 	WebhookConfigName    string
 
 	AuthAddr           string
+	// GRPCAuthAddr serves Envoy ext_authz over gRPC ("0": off).
+	GRPCAuthAddr string
 	AuthTLSCertFile    string
 	AuthTLSKeyFile     string
 	AuthMaxConnections int
@@ -106,6 +108,7 @@ func DefaultOptions() Options {
 		WebhookServiceName:      "agentcred-webhook-service",
 		WebhookConfigName:       "agentcred-validating-webhook-configuration",
 		AuthAddr:                ":8082",
+		GRPCAuthAddr:            "0",
 		AuthMaxConnections:      2048,
 		SessionTTL:              time.Hour,
 		SessionKeyRotation:      24 * time.Hour,
@@ -145,6 +148,8 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.WebhookServiceName, "webhook-service-name", o.WebhookServiceName, "Service in front of the webhook (the serving certificate's DNS name).")
 	fs.StringVar(&o.WebhookConfigName, "webhook-configuration-name", o.WebhookConfigName, "ValidatingWebhookConfiguration to inject the CA into.")
 	fs.StringVar(&o.AuthAddr, "auth-bind-address", o.AuthAddr, "Address of the auth endpoint.")
+	fs.StringVar(&o.GRPCAuthAddr, "grpc-auth-bind-address", o.GRPCAuthAddr,
+		"Address of the Envoy ext_authz gRPC server (envoy.service.auth.v3.Authorization), with the auth endpoint; 0 disables it. TLS from --auth-tls-cert-file/--auth-tls-key-file.")
 	fs.StringVar(&o.AuthTLSCertFile, "auth-tls-cert-file", o.AuthTLSCertFile, "Serve the auth endpoint over TLS with this certificate (and --auth-tls-key-file).")
 	fs.StringVar(&o.AuthTLSKeyFile, "auth-tls-key-file", o.AuthTLSKeyFile, "Private key for --auth-tls-cert-file.")
 	fs.IntVar(&o.AuthMaxConnections, "auth-max-connections", o.AuthMaxConnections, "Concurrent connections the auth endpoint accepts; more wait in the listen backlog.")

@@ -8,7 +8,10 @@ import (
 	"testing"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	. "github.com/onsi/gomega"
+	"google.golang.org/grpc"
+	grpcinsecure "google.golang.org/grpc/credentials/insecure"
 	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -49,7 +52,9 @@ func TestAuthDeploymentRunsAloneWithItsRBAC(t *testing.T) {
 	ao := harness.OperatorOptions()
 	ao.EnableController, ao.EnableWebhook, ao.EnableAuthEndpoint = false, false, true
 	ao.MetricsAddr, ao.MetricsSecure, ao.ProbeAddr = metricsAddr, true, probeAddr
-	_, stopAuth, err := harness.StartOperator(ctx, impersonating(authSA), ao, operator.Deps{Clock: clk, AuthListener: ln})
+	grpcLn, err := net.Listen("tcp", "127.0.0.1:0")
+	g.Expect(err).NotTo(HaveOccurred())
+	_, stopAuth, err := harness.StartOperator(ctx, impersonating(authSA), ao, operator.Deps{Clock: clk, AuthListener: ln, GRPCAuthListener: grpcLn})
 	g.Expect(err).NotTo(HaveOccurred())
 	defer func() { g.Expect(stopAuth()).To(Succeed()) }()
 
@@ -69,6 +74,15 @@ func TestAuthDeploymentRunsAloneWithItsRBAC(t *testing.T) {
 		return status(req)
 	}).WithTimeout(timeoutDuration).Should(Equal(200), "the auth endpoint alone, as agentcred-auth, verifies the key")
 	g.Expect(status(mustRequest("http://"+probeAddr+"/readyz", ""))).To(Equal(200))
+	// The same process answers Envoy's ext_authz over gRPC.
+	conn, err := grpc.NewClient(grpcLn.Addr().String(), grpc.WithTransportCredentials(grpcinsecure.NewCredentials()))
+	g.Expect(err).NotTo(HaveOccurred())
+	defer conn.Close()
+	resp, err := authv3.NewAuthorizationClient(conn).Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Headers: map[string]string{"x-api-key": key}}},
+	}})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(resp.GetOkResponse()).NotTo(BeNil(), "ext_authz over gRPC refused a valid key: %v", resp)
 
 	// Metrics: only for callers the API server vouches for and RBAC allows.
 	cs, err := kubernetes.NewForConfig(apiConfig)

@@ -1,0 +1,245 @@
+package authserver
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/protobuf/types/known/structpb"
+	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
+)
+
+// ContextExtensionEnvironment is the ext_authz context extension a route
+// sets to accept credentials of one environment only (live or sandbox) —
+// the gRPC twin of ?environment= on /auth/verify. It is read from the route
+// configuration (check_settings.context_extensions), never from the
+// client's request path, which the client controls.
+const ContextExtensionEnvironment = "environment"
+
+// MetadataNamespace holds the identity in the CheckResponse's dynamic
+// metadata, under the ext_authz filter's own namespace, so that later
+// filters (rate limiting by agent, access logs) can key on it.
+const MetadataNamespace = "agentcred"
+
+// credentialHeaders are removed from the request before it goes upstream:
+// the upstream needs the identity, not the key.
+var credentialHeaders = []string{"x-api-key", "api-key", "authorization"}
+
+// GRPCOptions configure the Envoy ext_authz gRPC server.
+type GRPCOptions struct {
+	// Addr to listen on, e.g. ":9001". Ignored when Listener is set.
+	Addr string
+	// Listener, if set, is used instead of listening on Addr (tests).
+	Listener net.Listener
+}
+
+// GRPCServer answers envoy.service.auth.v3.Authorization/Check with the
+// same decisions, throttling and metrics (endpoint="grpc") as /auth/verify,
+// and serves the gRPC health service. Reflection is off. It is a
+// controller-runtime Runnable on every replica.
+type GRPCServer struct {
+	authv3.UnimplementedAuthorizationServer
+	s    *Server
+	opts GRPCOptions
+}
+
+// GRPC returns the ext_authz gRPC server of s (TLS from s's options).
+func (s *Server) GRPC(opts GRPCOptions) *GRPCServer { return &GRPCServer{s: s, opts: opts} }
+
+// NeedLeaderElection is false: every replica serves.
+func (g *GRPCServer) NeedLeaderElection() bool { return false }
+
+// Check decides one request Envoy forwards.
+func (g *GRPCServer) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	start := time.Now()
+	resp, o := g.check(ctx, req)
+	g.s.metrics.observe(endpointGRPC, o, time.Since(start))
+	return resp, nil
+}
+
+func (g *GRPCServer) check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, outcome) {
+	attrs := req.GetAttributes()
+	q, qerr := routeEnvironment(attrs.GetContextExtensions())
+	if qerr != nil {
+		return denied(qerr, 0)
+	}
+	in := attrs.GetRequest().GetHttp().GetHeaders()
+	h := make(http.Header, len(in))
+	for k, v := range in {
+		h[http.CanonicalHeaderKey(k)] = []string{v}
+	}
+	now := g.s.opts.Clock.Now()
+	id, verr := g.s.verifier.Verify(h, now)
+	if verr != nil {
+		if ok, wait := g.s.limiter.Fail(g.clientAddress(ctx, attrs), now); !ok {
+			return denied(ErrRateLimited, wait)
+		}
+		return denied(verr, 0)
+	}
+	if !q.permits(id.Entry.Environment) {
+		return denied(ErrEnvironmentNotPermitted, 0)
+	}
+	return allowed(id), outcome{id.Method, http.StatusOK, id.Entry.Environment}
+}
+
+// routeEnvironment reads the route's environment restriction.
+func routeEnvironment(ext map[string]string) (query, *Error) {
+	v, ok := ext[ContextExtensionEnvironment]
+	if !ok {
+		return query{}, nil
+	}
+	return parseQuery("environment=" + v)
+}
+
+// clientAddress is the address throttling counts failures against: the
+// downstream client Envoy reports, when the gRPC caller is a trusted proxy
+// (--trusted-proxies); otherwise the caller itself, so a pod calling the
+// port directly cannot pick a fresh address per attempt.
+func (g *GRPCServer) clientAddress(ctx context.Context, attrs *authv3.AttributeContext) netip.Addr {
+	var caller netip.Addr
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		caller = parseAddr(p.Addr.String())
+	}
+	if !caller.IsValid() || !isTrusted(caller, g.s.opts.TrustedProxies) {
+		return caller
+	}
+	if sa := attrs.GetSource().GetAddress().GetSocketAddress(); sa != nil {
+		if a := parseAddr(sa.GetAddress()); a.IsValid() {
+			return a
+		}
+	}
+	return caller
+}
+
+// allowed is the OK answer: the identity as headers that overwrite any the
+// client sent, credential headers removed, and the identity as dynamic
+// metadata.
+func allowed(id Identity) *authv3.CheckResponse {
+	env := id.Entry.Environment.String()
+	headers := []*corev3.HeaderValueOption{
+		setHeader(HeaderAgentID, id.AgentID), setHeader(HeaderMethod, string(id.Method)),
+		setHeader(HeaderKeyID, id.KeyID), setHeader(HeaderCredential, id.Credential),
+		setHeader(HeaderUser, id.User), setHeader(HeaderEnvironment, env),
+	}
+	md, _ := structpb.NewStruct(map[string]any{MetadataNamespace: map[string]any{
+		"agent_id": id.AgentID, "credential": id.Credential, "key_id": id.KeyID,
+		"method": string(id.Method), "environment": env,
+	}})
+	return &authv3.CheckResponse{
+		Status: &rpcstatus.Status{Code: int32(codes.OK)},
+		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
+			Headers: headers, HeadersToRemove: credentialHeaders,
+		}},
+		DynamicMetadata: md,
+	}
+}
+
+func setHeader(k, v string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header:       &corev3.HeaderValue{Key: k, Value: v},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+	}
+}
+
+// denied is a refusal with the same status, JSON body and headers as the
+// HTTP endpoint's.
+func denied(e *Error, retryAfter time.Duration) (*authv3.CheckResponse, outcome) {
+	var body errorBody
+	body.Error.Code, body.Error.Message = e.Code, e.Message
+	raw, _ := json.Marshal(body)
+	headers := []*corev3.HeaderValueOption{setHeader("Content-Type", "application/json")}
+	if e.Status == http.StatusUnauthorized {
+		headers = append(headers, setHeader("WWW-Authenticate", wwwAuthenticate(e)))
+	}
+	if retryAfter > 0 {
+		headers = append(headers, setHeader("Retry-After", strconv.Itoa(retryAfterSeconds(retryAfter))))
+	}
+	code := codes.PermissionDenied
+	switch e.Status {
+	case http.StatusUnauthorized:
+		code = codes.Unauthenticated
+	case http.StatusBadRequest:
+		code = codes.InvalidArgument
+	case http.StatusTooManyRequests:
+		code = codes.ResourceExhausted
+	}
+	return &authv3.CheckResponse{
+		Status: &rpcstatus.Status{Code: int32(code), Message: e.Code},
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(e.Status)},
+			Headers: headers,
+			Body:    string(raw) + "\n",
+		}},
+	}, outcome{method: MethodNone, status: e.Status}
+}
+
+// Start serves until ctx is done, then stops gracefully (forcibly after 10 s).
+func (g *GRPCServer) Start(ctx context.Context) error {
+	ln := g.opts.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", g.opts.Addr); err != nil {
+			return fmt.Errorf("ext_authz gRPC server: %w", err)
+		}
+	}
+	opts := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(1 << 20),
+		grpc.MaxConcurrentStreams(1024),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: 5 * time.Minute}),
+	}
+	if o := g.s.opts; o.TLSCertFile != "" && o.TLSKeyFile != "" {
+		watcher, err := certwatcher.New(o.TLSCertFile, o.TLSKeyFile)
+		if err != nil {
+			return fmt.Errorf("ext_authz gRPC server TLS: %w", err)
+		}
+		go func() {
+			if err := watcher.Start(ctx); err != nil {
+				o.Log.Error(err, "Stopped watching the gRPC server's TLS certificate")
+			}
+		}()
+		opts = append(opts, grpc.Creds(credentials.NewTLS(&tls.Config{GetCertificate: watcher.GetCertificate, MinVersion: tls.VersionTLS12})))
+	}
+	srv := grpc.NewServer(opts...)
+	authv3.RegisterAuthorizationServer(srv, g)
+	hs := health.NewServer()
+	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(srv, hs)
+	g.s.opts.Log.Info("Serving Envoy ext_authz over gRPC", "address", ln.Addr().String(), "tls", g.s.opts.TLSCertFile != "")
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		hs.Shutdown()
+		stopped := make(chan struct{})
+		go func() { srv.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(10 * time.Second):
+			srv.Stop()
+		}
+		if err := <-errc; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return err
+		}
+		return nil
+	}
+}

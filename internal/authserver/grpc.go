@@ -139,10 +139,14 @@ func allowed(id Identity) *authv3.CheckResponse {
 		setHeader(HeaderKeyID, id.KeyID), setHeader(HeaderCredential, id.Credential),
 		setHeader(HeaderUser, id.User), setHeader(HeaderEnvironment, env),
 	}
-	md, _ := structpb.NewStruct(map[string]any{MetadataNamespace: map[string]any{
-		"agent_id": id.AgentID, "credential": id.Credential, "key_id": id.KeyID,
-		"method": string(id.Method), "environment": env,
-	}})
+	// Built directly: structpb.NewStruct goes through reflection.
+	md := &structpb.Struct{Fields: map[string]*structpb.Value{
+		MetadataNamespace: structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{
+			"agent_id": structpb.NewStringValue(id.AgentID), "credential": structpb.NewStringValue(id.Credential),
+			"key_id": structpb.NewStringValue(id.KeyID), "method": structpb.NewStringValue(string(id.Method)),
+			"environment": structpb.NewStringValue(env),
+		}}),
+	}}
 	return &authv3.CheckResponse{
 		Status: &rpcstatus.Status{Code: int32(codes.OK)},
 		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{

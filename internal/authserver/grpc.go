@@ -84,7 +84,10 @@ func (g *GRPCServer) check(ctx context.Context, req *authv3.CheckRequest) (*auth
 	in := attrs.GetRequest().GetHttp().GetHeaders()
 	h := make(http.Header, len(in))
 	for k, v := range in {
-		h[http.CanonicalHeaderKey(k)] = []string{v}
+		// Envoy sends lower-case names; two spellings of one name are two
+		// values, so "exactly one credential" still holds.
+		ck := http.CanonicalHeaderKey(k)
+		h[ck] = append(h[ck], v)
 	}
 	now := g.s.opts.Clock.Now()
 	id, verr := g.s.verifier.Verify(h, now)

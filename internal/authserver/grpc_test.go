@@ -3,6 +3,7 @@ package authserver
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"net"
 	"net/netip"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 )
 
 // grpcFixture is the ext_authz gRPC server on loopback in front of the
@@ -264,4 +266,96 @@ func TestGRPCOverTLS(t *testing.T) {
 	if _, err := authv3.NewAuthorizationClient(plain).Check(cctx, checkRequest(nil, nil, "")); err == nil {
 		t.Fatal("a plaintext client was served by the TLS server")
 	}
+}
+
+// TestGRPCBadInput: whatever Envoy (or anyone) sends gets a clean denial
+// or a gRPC status, never a panic or an allowed request by accident.
+func TestGRPCBadInput(t *testing.T) {
+	f := startGRPC(t, func(o *Options) { o.FailureRate = 0 })
+	ctx := context.Background()
+	code := func(resp *authv3.CheckResponse) string {
+		d := resp.GetDeniedResponse()
+		if d == nil {
+			return "allowed"
+		}
+		return errorCode(t, d.GetBody())
+	}
+	// No attributes at all, and no HTTP request in them.
+	for _, req := range []*authv3.CheckRequest{{}, {Attributes: &authv3.AttributeContext{}}} {
+		resp, err := f.client.Check(ctx, req)
+		if err != nil || code(resp) != "missing_credentials" {
+			t.Fatalf("empty request: %v %v", resp, err)
+		}
+	}
+	// Two spellings of one header are two values: conflicting, not a coin toss.
+	resp, err := f.client.Check(ctx, checkRequest(map[string]string{"x-api-key": f.apiKey, "X-API-KEY": f.oldAPIKey}, nil, ""))
+	if err != nil || code(resp) != "conflicting_credentials" {
+		t.Fatalf("mixed-case duplicate credential header: %v %v", resp, err)
+	}
+	// 10,000 unrelated headers are ignored; the key still decides.
+	many := map[string]string{"x-api-key": f.apiKey}
+	for i := range 10_000 {
+		many[fmt.Sprintf("x-junk-%d", i)] = "v"
+	}
+	resp, err = f.client.Check(ctx, checkRequest(many, nil, ""))
+	if err != nil || resp.GetOkResponse() == nil {
+		t.Fatalf("10,000 headers: %v %v", resp, err)
+	}
+	// An oversized message is refused by gRPC itself.
+	huge := map[string]string{"x-api-key": f.apiKey, "x-big": strings.Repeat("a", 2<<20)}
+	if _, err := f.client.Check(ctx, checkRequest(huge, nil, "")); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("a 2 MiB request: %v, want ResourceExhausted", err)
+	}
+	// A cancelled call ends cleanly and the server keeps serving.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := f.client.Check(cctx, checkRequest(map[string]string{"x-api-key": f.apiKey}, nil, "")); status.Code(err) != codes.Canceled {
+		t.Fatalf("cancelled call: %v", err)
+	}
+	resp, err = f.client.Check(ctx, checkRequest(map[string]string{"x-api-key": f.apiKey}, nil, ""))
+	if err != nil || resp.GetOkResponse() == nil {
+		t.Fatalf("after a cancelled call: %v %v", resp, err)
+	}
+}
+
+// FuzzCheck: the CheckRequest → decision mapping never panics, refuses
+// only with documented codes, and allows only with a full identity.
+func FuzzCheck(f *testing.F) {
+	fx := newFixture(f)
+	srv, err := New(fx.verifier.Index, Options{Log: logr.Discard()})
+	if err != nil {
+		f.Fatal(err)
+	}
+	g := srv.GRPC(GRPCOptions{})
+	f.Add("x-api-key", fx.apiKey, "authorization", "", "", "10.0.0.1")
+	f.Add("X-Api-Key", fx.sandboxKey, "x-api-key", fx.apiKey, "live", "")
+	f.Add("authorization", "Bearer "+fx.multiToken, "x-agent-id", agentB, "sandbox", "::1")
+	f.Add("", "", "", "", "staging", "not an address")
+	documented := map[string]bool{}
+	for _, e := range []*Error{ErrConflictingCredentials, ErrInvalidAgentID, ErrAgentIDRequired, ErrMissingCredentials, ErrInvalidCredentials,
+		ErrExpiredSession, ErrRevokedSession, ErrAgentNotPermitted, ErrTokenInAPIKeyHeader, ErrSchemeInAPIKeyHeader, ErrMistypedKey,
+		ErrExpiredCredentials, ErrEnvironmentNotPermitted, ErrUnknownEnvironment, ErrRateLimited} {
+		documented[e.Code] = true
+	}
+	f.Fuzz(func(t *testing.T, k1, v1, k2, v2, env, source string) {
+		ext := map[string]string{}
+		if env != "" {
+			ext["environment"] = env
+		}
+		resp, err := g.Check(context.Background(), checkRequest(map[string]string{k1: v1, k2: v2}, ext, source))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := resp.GetDeniedResponse(); d != nil {
+			if !documented[errorCode(t, d.GetBody())] {
+				t.Fatalf("undocumented refusal %s", d.GetBody())
+			}
+			return
+		}
+		for _, h := range []string{HeaderAgentID, HeaderCredential, HeaderKeyID} {
+			if v, _ := headerOf(resp, h); v == "" {
+				t.Fatalf("allowed without %s: %v", h, resp)
+			}
+		}
+	})
 }

@@ -316,6 +316,11 @@ func (r *AgentCredentialReconciler) patchStatus(ctx context.Context, before, cre
 	default:
 		cred.Status.ObservedGeneration = cred.Generation
 	}
+	ready := 0.0
+	if meta.IsStatusConditionTrue(cred.Status.Conditions, authv1alpha1.ReadyCondition) {
+		ready = 1
+	}
+	r.Metrics.Ready.WithLabelValues(cred.Namespace, cred.Name).Set(ready)
 	if equality.Semantic.DeepEqual(before.Status, cred.Status) {
 		return reconcileErr
 	}

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -82,6 +83,7 @@ func TestSandboxNamespaceHoldsLiveCredentialsWithoutAKey(t *testing.T) {
 	labelNamespace(t, ns, "sandbox")
 	live = waitCondition(t, live, metav1.ConditionFalse, authv1alpha1.ReasonEnvironmentNotAllowed)
 	g.Expect(readyMessage(live)).To(ContainSubstring("set spec.environment: sandbox"))
+	g.Expect(testutil.ToFloat64(testMetrics.Ready.WithLabelValues(ns, "prod-key"))).To(BeZero(), "agentcred_credential_ready for a refused credential")
 	g.Expect(live.Status.KeyID).To(BeEmpty())
 	_, err := tryHashRecord(live)
 	g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the live key's hash must be gone")
@@ -99,5 +101,6 @@ func TestSandboxNamespaceHoldsLiveCredentialsWithoutAKey(t *testing.T) {
 	// The label removed: the live credential gets a new key (never the old one back).
 	labelNamespace(t, ns, "")
 	live = waitReady(t, live)
+	g.Eventually(func() float64 { return testutil.ToFloat64(testMetrics.Ready.WithLabelValues(ns, "prod-key")) }).WithTimeout(timeout).Should(BeEquivalentTo(1))
 	g.Expect(hashRecord(t, live).Accepts(credential.DigestOf(liveKey), fakeClock.Now())).To(BeFalse())
 }

@@ -24,7 +24,9 @@ type Metrics struct {
 	// NextRotation is each credential's next scheduled rotation as a Unix time.
 	NextRotation *prometheus.GaugeVec
 	// Expiration is each expiring credential's spec.expiresAt as a Unix time.
-	Expiration  *prometheus.GaugeVec
+	Expiration *prometheus.GaugeVec
+	// Ready is 1 while a credential's Ready condition is True, else 0.
+	Ready       *prometheus.GaugeVec
 	credentials *credentialsCollector
 }
 
@@ -44,6 +46,10 @@ func NewMetrics(reader client.Reader) *Metrics {
 			Name: "agentcred_credential_expiration_timestamp_seconds",
 			Help: "When each credential with spec.expiresAt stops authenticating for good, as a Unix time.",
 		}, []string{"namespace", "name"}),
+		Ready: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "agentcred_credential_ready",
+			Help: "1 while the credential's Ready condition is True, 0 otherwise (with the reason in its status).",
+		}, []string{"namespace", "name"}),
 		credentials: &credentialsCollector{reader: reader, desc: prometheus.NewDesc(
 			"agentcred_credentials", "AgentCredentials in the cluster, by type and environment.", []string{"type", "environment"}, nil)},
 	}
@@ -51,7 +57,7 @@ func NewMetrics(reader client.Reader) *Metrics {
 
 // Register registers every metric with reg.
 func (m *Metrics) Register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.RotationsTotal, m.NextRotation, m.Expiration, m.credentials} {
+	for _, c := range []prometheus.Collector{m.RotationsTotal, m.NextRotation, m.Expiration, m.Ready, m.credentials} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}
@@ -62,6 +68,7 @@ func (m *Metrics) Register(reg prometheus.Registerer) error {
 func (m *Metrics) forget(cred *authv1alpha1.AgentCredential) {
 	m.NextRotation.DeleteLabelValues(cred.Namespace, cred.Name)
 	m.Expiration.DeleteLabelValues(cred.Namespace, cred.Name)
+	m.Ready.DeleteLabelValues(cred.Namespace, cred.Name)
 }
 
 func metricReason(r rotation.Reason) string {

@@ -94,3 +94,26 @@ func (m *serverMetrics) observe(endpoint int, o outcome, d time.Duration) {
 	}
 	m.counters[endpoint][ii][si].Inc()
 }
+
+// registerIndexMetrics exports the hash index's state, read at scrape time.
+func registerIndexMetrics(reg prometheus.Registerer, index *Index) error {
+	synced := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "agentcred_auth_index_synced",
+		Help: "1 once the auth endpoint's hash index holds every hash Secret that existed when it started (/readyz passes), else 0.",
+	}, func() float64 {
+		if index.Synced() {
+			return 1
+		}
+		return 0
+	})
+	size := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "agentcred_auth_index_credentials",
+		Help: "Credentials in the auth endpoint's hash index.",
+	}, func() float64 { return float64(index.Len()) })
+	for _, c := range []prometheus.Collector{synced, size} {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}

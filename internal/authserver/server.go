@@ -97,6 +97,9 @@ func New(index *Index, opts Options) (*Server, error) {
 		if err := s.metrics.register(opts.Registerer); err != nil {
 			return nil, fmt.Errorf("registering auth metrics: %w", err)
 		}
+		if err := registerIndexMetrics(opts.Registerer, index); err != nil {
+			return nil, fmt.Errorf("registering auth metrics: %w", err)
+		}
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/auth/verify", s.instrument(endpointVerify, s.handleVerify))

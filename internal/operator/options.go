@@ -68,9 +68,9 @@ type Options struct {
 	WebhookServiceName   string
 	WebhookConfigName    string
 
-	AuthAddr           string
+	AuthAddr string
 	// GRPCAuthAddr serves Envoy ext_authz over gRPC ("0": off).
-	GRPCAuthAddr string
+	GRPCAuthAddr       string
 	AuthTLSCertFile    string
 	AuthTLSKeyFile     string
 	AuthMaxConnections int

@@ -113,6 +113,7 @@ func TestEveryKustomizationPassesServerSideDryRun(t *testing.T) {
 	stubCRD(t, "cert-manager.io", "Certificate", "certificates")
 	stubCRD(t, "cert-manager.io", "Issuer", "issuers")
 	stubCRD(t, "monitoring.coreos.com", "ServiceMonitor", "servicemonitors")
+	stubCRD(t, "monitoring.coreos.com", "PrometheusRule", "prometheusrules")
 	ensureNamespace(t, operatorNamespace)
 	for _, dir := range []string{"default", "overlays/cert-manager", "overlays/prometheus", "crd"} {
 		t.Run(dir, func(t *testing.T) {

@@ -90,7 +90,7 @@ func TestCaddyForwardAuth(t *testing.T) {
 		Spec:       authv1alpha1.AgentCredentialSpec{AgentID: agent},
 	}
 	g.Expect(k8s.Create(ctx, cred)).To(Succeed())
-	cred = waitReady(t, cred)
+	waitReady(t, cred)
 	key := secretValue(t, ns, "behind-caddy", "api-key")
 	eventuallyStatus(t, 200, "GET", "/auth/verify", "X-API-Key", key)
 

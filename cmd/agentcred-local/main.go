@@ -4,7 +4,11 @@
 // starts an embedded local control plane — the real kube-apiserver and etcd
 // the tests use — installs the CRD and the webhook configuration, runs the
 // controller, the webhook and the auth endpoint in this process, and prints
-// how to use it. Ctrl-C stops everything and removes what it made.
+// how to use it. Ctrl-C, SIGTERM or closing the terminal (SIGHUP) stops
+// everything and removes what it made; kube-apiserver and etcd die with this
+// process even if it is killed (Linux parent-death signal, through
+// setpriv), and a KUBECONFIG left over from a previous run whose process is
+// gone is recognised and not used.
 package main
 
 import (
@@ -15,7 +19,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -23,7 +31,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/agrenting/agentcred/internal/operator"
@@ -46,7 +53,7 @@ func run(args []string) error {
 		return err
 	}
 	operator.SetupLogger(o)
-	ctx := ctrl.SetupSignalHandler()
+	ctx := signalContext()
 	if cfg, where, ok := reachableCluster(); ok {
 		fmt.Printf("agentcred-local: using the cluster at %s (from %s); the webhook is off because that cluster cannot call this process.\n", cfg.Host, where)
 		fmt.Println("agentcred-local: install the CRD first if needed: kubectl apply --server-side -f config/crd/bases")
@@ -56,8 +63,57 @@ func run(args []string) error {
 	return runEmbedded(ctx, o)
 }
 
+// signalContext is cancelled by SIGINT (Ctrl-C), SIGTERM or SIGHUP (the
+// terminal closed): all three stop everything in order. Another signal more
+// than two seconds later exits at once; one sooner is the same stop
+// arriving twice (the terminal signals make and this process, and make
+// passes it on), not an impatient user.
+func signalContext() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	c := make(chan os.Signal, 4)
+	signal.Notify(c, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		sig := <-c
+		first := time.Now()
+		fmt.Printf("agentcred-local: %s received\n", sig)
+		cancel()
+		for range c {
+			if time.Since(first) > 2*time.Second {
+				os.Exit(1)
+			}
+		}
+	}()
+	return ctx
+}
+
+// pidFile, next to the kubeconfig of an embedded run, names the process that
+// owns that control plane.
+const pidFile = "agentcred-local.pid"
+
+// staleKubeconfig reports whether path is the kubeconfig of an earlier
+// embedded run whose process is gone: its control plane, if anything still
+// listens there, is an orphan without the webhook.
+func staleKubeconfig(path string) (int, bool) {
+	raw, err := os.ReadFile(filepath.Join(filepath.Dir(path), pidFile))
+	if err != nil {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+	if err != nil || pid <= 0 {
+		return 0, false
+	}
+	return pid, syscall.Kill(pid, 0) == syscall.ESRCH
+}
+
 // reachableCluster loads the usual kubeconfig and checks that it answers.
 func reachableCluster() (*rest.Config, string, bool) {
+	if kc := os.Getenv("KUBECONFIG"); kc != "" && !strings.Contains(kc, string(os.PathListSeparator)) {
+		if pid, stale := staleKubeconfig(kc); stale {
+			fmt.Printf("agentcred-local: KUBECONFIG=%s belongs to an earlier make run (pid %d) that is gone; not using it.\n", kc, pid)
+			fmt.Println("agentcred-local: unset KUBECONFIG (or export the new one below); if its kube-apiserver and etcd still run, stop them: pkill -f k8s_test_framework_")
+			return nil, "", false
+		}
+	}
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	if os.Getenv("KUBECONFIG") == "" {
 		if _, err := os.Stat(rules.GetDefaultFilename()); err != nil {
@@ -99,12 +155,22 @@ func runEmbedded(ctx context.Context, o *operator.Options) (err error) {
 			err = rmErr
 		}
 	}()
+	if err := os.WriteFile(filepath.Join(dir, pidFile), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
+		return err
+	}
+	bins, err := controlplane.DieWithParent(assets, filepath.Join(dir, "bin"))
+	if err != nil {
+		return err
+	}
+	if bins == assets {
+		fmt.Println("agentcred-local: setpriv (util-linux) not found: kube-apiserver and etcd will outlive this process if it is killed")
+	}
 	fmt.Println("agentcred-local: starting kube-apiserver and etcd from", assets)
 	env := &envtest.Environment{
 		CRDDirectoryPaths:     []string{filepath.Join(controlplane.RepoRoot(), "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
 		WebhookInstallOptions: envtest.WebhookInstallOptions{Paths: []string{filepath.Join(controlplane.RepoRoot(), "config", "webhook")}},
-		BinaryAssetsDirectory: assets,
+		BinaryAssetsDirectory: bins,
 	}
 	cfg, err := env.Start()
 	if err != nil {

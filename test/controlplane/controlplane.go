@@ -51,6 +51,46 @@ func Scheme() *k8sruntime.Scheme { return operator.Scheme() }
 type Env struct {
 	*envtest.Environment
 	Config *rest.Config
+	// launchers is the directory of DieWithParent's launchers.
+	launchers string
+}
+
+// Stop stops kube-apiserver and etcd and removes their launchers.
+func (e *Env) Stop() error {
+	err := e.Environment.Stop()
+	if e.launchers != "" {
+		if rmErr := os.RemoveAll(e.launchers); err == nil {
+			err = rmErr
+		}
+	}
+	return err
+}
+
+// DieWithParent writes, into dir, launchers of kube-apiserver and etcd that
+// exec the binaries in assets under `setpriv --pdeathsig KILL`, so that the
+// kernel kills them if the process that started them dies, even by SIGKILL,
+// and points envtest at them (TEST_ASSET_KUBE_APISERVER, TEST_ASSET_ETCD,
+// which envtest prefers to KUBEBUILDER_ASSETS). Without setpriv
+// (util-linux) it changes nothing and returns assets.
+func DieWithParent(assets, dir string) (string, error) {
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		return assets, nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	for name, env := range map[string]string{"kube-apiserver": "TEST_ASSET_KUBE_APISERVER", "etcd": "TEST_ASSET_ETCD"} {
+		script := fmt.Sprintf("#!/bin/sh\nexec %q --pdeathsig KILL -- %q \"$@\"\n", setpriv, filepath.Join(assets, name))
+		launcher := filepath.Join(dir, name)
+		if err := os.WriteFile(launcher, []byte(script), 0o700); err != nil { //nolint:gosec // an executable launcher in a private temp dir
+			return "", err
+		}
+		if err := os.Setenv(env, launcher); err != nil {
+			return "", err
+		}
+	}
+	return dir, nil
 }
 
 // Start starts kube-apiserver and etcd and installs the CRDs from config/crd/bases.
@@ -58,6 +98,15 @@ type Env struct {
 func Start(opts ...func(*envtest.Environment)) (*Env, error) {
 	assets, err := AssetsDir()
 	if err != nil {
+		return nil, err
+	}
+	// A test binary killed (a timeout, Ctrl-C) takes its control plane with it.
+	launchers, err := os.MkdirTemp("", "agentcred-launchers-")
+	if err != nil {
+		return nil, err
+	}
+	if _, err := DieWithParent(assets, launchers); err != nil {
+		_ = os.RemoveAll(launchers)
 		return nil, err
 	}
 	env := &envtest.Environment{
@@ -69,12 +118,14 @@ func Start(opts ...func(*envtest.Environment)) (*Env, error) {
 	for _, o := range opts {
 		o(env)
 	}
+	e := &Env{Environment: env, launchers: launchers}
 	cfg, err := env.Start()
 	if err != nil {
-		_ = env.Stop()
+		_ = e.Stop()
 		return nil, fmt.Errorf("starting kube-apiserver and etcd from %s: %w", assets, err)
 	}
-	return &Env{Environment: env, Config: cfg}, nil
+	e.Config = cfg
+	return e, nil
 }
 
 // GroupVersionResource of AgentCredentials, for dynamic clients.

@@ -44,6 +44,13 @@ type localRun struct {
 
 func startMakeRun(t *testing.T) *localRun {
 	t.Helper()
+	// No reachable cluster: KUBECONFIG names a file that does not exist.
+	return startMakeRunWith(t, filepath.Join(t.TempDir(), "none"))
+}
+
+// startMakeRunWith starts make run with KUBECONFIG=kubeconfig.
+func startMakeRunWith(t *testing.T, kubeconfig string) *localRun {
+	t.Helper()
 	assets, err := controlplane.AssetsDir()
 	if err != nil {
 		t.Fatal(err)
@@ -52,8 +59,7 @@ func startMakeRun(t *testing.T) *localRun {
 	cmd := exec.Command("make", "-s", "run",
 		"ARGS=--auth-bind-address="+authAddr+" --health-probe-bind-address="+probeAddr+" --metrics-bind-address=0")
 	cmd.Dir = controlplane.RepoRoot()
-	// No reachable cluster: KUBECONFIG names a file that does not exist.
-	cmd.Env = append(os.Environ(), "KUBEBUILDER_ASSETS="+assets, "KUBECONFIG="+filepath.Join(t.TempDir(), "none"))
+	cmd.Env = append(os.Environ(), "KUBEBUILDER_ASSETS="+assets, "KUBECONFIG="+kubeconfig)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	stdout, w, err := os.Pipe()
 	if err != nil {

@@ -94,7 +94,7 @@ const pidFile = "agentcred-local.pid"
 // embedded run whose process is gone: its control plane, if anything still
 // listens there, is an orphan without the webhook.
 func staleKubeconfig(path string) (int, bool) {
-	raw, err := os.ReadFile(filepath.Join(filepath.Dir(path), pidFile))
+	raw, err := os.ReadFile(filepath.Join(filepath.Dir(path), pidFile)) //nolint:gosec // the user's own KUBECONFIG
 	if err != nil {
 		return 0, false
 	}

@@ -202,7 +202,7 @@ func runEmbedded(ctx context.Context, o *operator.Options) (err error) {
 	if err := waitReady(runCtx, localURL(o.ProbeAddr)+"/readyz", errc); err != nil {
 		return err
 	}
-	printBanner(kubeconfig, localURL(o.AuthAddr))
+	printBanner(kubeconfig, authCurl(o))
 	select {
 	case <-ctx.Done():
 		fmt.Println("agentcred-local: stopping")
@@ -271,17 +271,28 @@ func waitReady(ctx context.Context, url string, errc <-chan error) error {
 	}
 }
 
-func printBanner(kubeconfig, authURL string) {
+// authCurl is the curl invocation of the banner's last line, up to the
+// path: https with the certificate as CA (fine for a self-signed one; for a
+// CA-signed one, pass its CA instead) when the endpoint serves TLS.
+func authCurl(o *operator.Options) string {
+	url := localURL(o.AuthAddr)
+	if o.AuthTLSCertFile == "" {
+		return "curl -i -H \"X-API-Key: $KEY\" " + url
+	}
+	return fmt.Sprintf("curl -i --cacert %s -H \"X-API-Key: $KEY\" %s", o.AuthTLSCertFile, "https"+strings.TrimPrefix(url, "http"))
+}
+
+func printBanner(kubeconfig, curl string) {
 	fmt.Printf(`
 agentcred is ready on a local control plane (kube-apiserver + etcd).
 Try it in another shell:
 
   export KUBECONFIG=%s
-  kubectl apply -f config/samples/      # an APIKey (billing-agent) and a UserToken (alice)
+  kubectl apply -f config/samples/      # an APIKey (billing-agent), a sandbox one and a UserToken (alice)
   kubectl wait --for=condition=Ready agentcredential/billing-agent agentcredential/alice
   KEY=$(kubectl get secret billing-agent -o jsonpath='{.data.api-key}' | base64 -d)
-  curl -i -H "X-API-Key: $KEY" %s/auth/verify
+  %s/auth/verify
 
 Press Ctrl-C to stop; the control plane and its files are removed.
-`, kubeconfig, authURL)
+`, kubeconfig, curl)
 }

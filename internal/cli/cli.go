@@ -6,6 +6,8 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -26,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
+	"github.com/agrenting/agentcred/internal/credential"
 	"github.com/agrenting/agentcred/internal/identityindex"
 	"github.com/agrenting/agentcred/internal/tenancy"
 )
@@ -52,6 +55,7 @@ check only:
   --url URL             auth endpoint (default http://127.0.0.1:8082)
   --key KEY             key to check instead of NAME's
   --agent-id UUID       send X-Agent-ID (user tokens acting for several agents)
+  --ca-file PATH        trust this CA (PEM) for an https:// --url, besides the system's
 `
 
 // Main runs the CLI with args (without the program name) and returns the exit code.
@@ -66,7 +70,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	fs := flag.NewFlagSet("kubectl agentcred "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var namespace, kubeconfig, kubecontext, url, key, agentID string
+	var namespace, kubeconfig, kubecontext, url, key, agentID, caFile string
 	fs.StringVar(&namespace, "namespace", "", "namespace")
 	fs.StringVar(&namespace, "n", "", "namespace")
 	fs.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig")
@@ -74,6 +78,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&url, "url", "http://127.0.0.1:8082", "auth endpoint")
 	fs.StringVar(&key, "key", os.Getenv("AGENTCRED_KEY"), "key to check")
 	fs.StringVar(&agentID, "agent-id", "", "X-Agent-ID")
+	fs.StringVar(&caFile, "ca-file", "", "CA bundle (PEM) for an https auth endpoint")
 	if err := fs.Parse(interleave(rest)); err != nil {
 		return 2
 	}
@@ -114,7 +119,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 				break
 			}
 		}
-		err = check(ctx, url, key, agentID, stdout)
+		var client *http.Client
+		if client, err = httpClient(caFile); err == nil {
+			err = check(ctx, client, url, key, agentID, stdout)
+		}
 	default:
 		fmt.Fprintf(stderr, "unknown command %q\n\n%s", cmd, usage)
 		return 2
@@ -428,12 +436,33 @@ func (s *session) printKey(ctx context.Context, name string, out io.Writer) erro
 }
 
 // check calls /auth/verify with key and prints the identity it answers.
-func check(ctx context.Context, url, key, agentID string, out io.Writer) error {
+// httpClient is the client of check: the system's roots, plus caFile's.
+func httpClient(caFile string) (*http.Client, error) {
+	c := &http.Client{Timeout: 10 * time.Second}
+	if caFile == "" {
+		return c, nil
+	}
+	pem, err := os.ReadFile(caFile) //nolint:gosec // a file the user names
+	if err != nil {
+		return nil, fmt.Errorf("--ca-file: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("--ca-file %s holds no PEM certificate", caFile)
+	}
+	c.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+	return c, nil
+}
+
+func check(ctx context.Context, client *http.Client, url, key, agentID string, out io.Writer) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(url, "/")+"/auth/verify", nil)
 	if err != nil {
 		return err
 	}
-	if strings.HasPrefix(key, "ak_") {
+	if credential.KindOf(key) == credential.APIKey {
 		req.Header.Set("X-API-Key", key)
 	} else {
 		req.Header.Set("Authorization", "Bearer "+key)
@@ -441,7 +470,7 @@ func check(ctx context.Context, url, key, agentID string, out io.Writer) error {
 	if agentID != "" {
 		req.Header.Set("X-Agent-ID", agentID)
 	}
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return err
 	}

@@ -3,9 +3,12 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/pem"
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -301,7 +304,7 @@ func TestCheckShowsTheIdentityHeaders(t *testing.T) {
 	}))
 	defer srv.Close()
 	var out bytes.Buffer
-	if err := check(context.Background(), srv.URL, "ak_test_x", "", &out); err != nil {
+	if err := check(context.Background(), srv.Client(), srv.URL, "ak_test_x", "", &out); err != nil {
 		t.Fatal(err)
 	}
 	got := collapse(out.String())
@@ -309,5 +312,41 @@ func TestCheckShowsTheIdentityHeaders(t *testing.T) {
 		if !slices.Contains(got, want) {
 			t.Errorf("check lacks %q:\n%s", want, out.String())
 		}
+	}
+}
+
+// TestCheckTrustsTheCAFile: an https endpoint signed by a private CA is
+// refused without --ca-file and trusted with it.
+func TestCheckTrustsTheCAFile(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("X-Auth-Agent-ID", "a1")
+	}))
+	defer srv.Close()
+	caFile := filepath.Join(t.TempDir(), "ca.crt")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	plain, _ := httpClient("")
+	if err := check(context.Background(), plain, srv.URL, "ak_x", "", &out); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("an unknown CA was trusted: %v", err)
+	}
+	withCA, err := httpClient(caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := check(context.Background(), withCA, srv.URL, "ak_x", "", &out); err != nil {
+		t.Fatalf("with --ca-file: %v", err)
+	}
+	if _, err := httpClient(filepath.Join(t.TempDir(), "missing")); err == nil {
+		t.Fatal("a missing --ca-file was accepted")
+	}
+	junk := filepath.Join(t.TempDir(), "junk")
+	_ = os.WriteFile(junk, []byte("not pem"), 0o600)
+	if _, err := httpClient(junk); err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
+		t.Fatalf("a file without PEM: %v", err)
+	}
+	if code := Main(context.Background(), []string{"check", "--key", "ak_x", "--url", srv.URL, "--ca-file", caFile}, &out, &out); code != 0 {
+		t.Fatalf("kubectl agentcred check --ca-file: exit %d: %s", code, out.String())
 	}
 }

@@ -1,0 +1,48 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+
+	"github.com/agrenting/agentcred/internal/operator"
+)
+
+func TestAuthCurl(t *testing.T) {
+	plain := operator.DefaultOptions()
+	plain.AuthAddr = ":8082"
+	if got, want := authCurl(&plain), `curl -i -H "X-API-Key: $KEY" http://127.0.0.1:8082`; got != want {
+		t.Errorf("authCurl = %s, want %s", got, want)
+	}
+	withTLS := plain
+	withTLS.AuthAddr, withTLS.AuthTLSCertFile, withTLS.AuthTLSKeyFile = "127.0.0.1:18443", "/certs/tls.crt", "/certs/tls.key"
+	if got, want := authCurl(&withTLS), `curl -i --cacert /certs/tls.crt -H "X-API-Key: $KEY" https://127.0.0.1:18443`; got != want {
+		t.Errorf("authCurl with TLS = %s, want %s", got, want)
+	}
+}
+
+func TestStaleKubeconfig(t *testing.T) {
+	dir := t.TempDir()
+	kc := filepath.Join(dir, "kubeconfig")
+	if _, stale := staleKubeconfig(kc); stale {
+		t.Fatal("a kubeconfig without a pid file is not from make run")
+	}
+	write := func(s string) {
+		if err := os.WriteFile(filepath.Join(dir, pidFile), []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(strconv.Itoa(os.Getpid()) + "\n")
+	if _, stale := staleKubeconfig(kc); stale {
+		t.Fatal("a live owner was called gone")
+	}
+	write("999999999\n") // above any pid_max
+	if pid, stale := staleKubeconfig(kc); !stale || pid != 999999999 {
+		t.Fatalf("a gone owner: %d %v", pid, stale)
+	}
+	write("garbage")
+	if _, stale := staleKubeconfig(kc); stale {
+		t.Fatal("an unreadable pid file counted as stale")
+	}
+}

@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -65,7 +64,7 @@ func startMakeRunWith(t *testing.T, kubeconfig string) *localRun {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stdout, cmd.Stderr = w, io.Discard
+	cmd.Stdout, cmd.Stderr = w, w
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -210,6 +209,7 @@ func TestNewcomerJourney(t *testing.T) {
 	r := startMakeRun(t)
 	g.Expect(r.kubeconfig).NotTo(BeEmpty(), "make run must print export KUBECONFIG=…")
 	g.Expect(r.output.String()).To(ContainSubstring("curl -i -H \"X-API-Key: $KEY\" " + r.authURL + "/auth/verify"))
+	g.Expect(r.output.String()).NotTo(ContainSubstring("check failed"), "make run's start must not log failed readiness checks")
 
 	// Apply the samples and wait for them.
 	g.Expect(r.mustKubectl(t, plugin, "apply", "-f", "config/samples/")).To(ContainSubstring("agentcredential.auth.agrenting.io/billing-agent created"))

@@ -48,7 +48,7 @@ verify: generate manifests docs ## Regenerate everything generated (deepcopy, CR
 		git status --porcelain --untracked-files=all -- api config docs; echo "verify: generation produced untracked files; commit them" >&2; exit 1; fi
 
 .PHONY: docs-check
-docs-check: ## Check the docs against the code: flags, make targets, paths, CLI commands, the generated CRD reference.
+docs-check: ## Check the docs against the code: flags, make targets, paths, CLI commands, error codes and their statuses, metric names, the tested proxy configs, the generated CRD reference.
 	go test -count=1 ./test/docs/
 
 .PHONY: fmt

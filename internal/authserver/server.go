@@ -360,6 +360,21 @@ func methodNotAllowed(s *Server, allowed string) func(http.ResponseWriter, *http
 	}
 }
 
+// ErrInternal: something on the server side failed (logged); retry.
+var ErrInternal = &Error{http.StatusInternalServerError, "internal_error", "could not mint a session; retry"}
+
+// Errors lists every refusal the endpoint answers with, for the docs check
+// (test/docs: each documented code exists and each is documented).
+func Errors() []*Error {
+	return []*Error{
+		ErrConflictingCredentials, ErrInvalidAgentID, ErrAgentIDRequired, ErrMissingCredentials, ErrInvalidCredentials,
+		ErrExpiredSession, ErrExpiredCredentials, ErrRevokedSession, ErrAgentNotPermitted, ErrRateLimited,
+		ErrTokenInAPIKeyHeader, ErrSchemeInAPIKeyHeader, ErrMistypedKey, ErrUnknownMode, ErrUnknownEnvironment,
+		ErrEnvironmentNotPermitted, ErrNotFound, ErrMethodNotAllowed, ErrSessionsUnavailable, ErrMintWithRotatedKey,
+		ErrSessionFromSession, ErrInternal, ErrInvalidTokenReview,
+	}
+}
+
 // ErrSessionsUnavailable: no signing key has been published yet.
 var ErrSessionsUnavailable = &Error{http.StatusServiceUnavailable, "sessions_unavailable", "no session signing key is available yet; retry shortly"}
 
@@ -410,7 +425,7 @@ func (s *Server) handleAuthenticate(w http.ResponseWriter, r *http.Request) outc
 	}, key)
 	if mintErr != nil {
 		s.opts.Log.Error(mintErr, "Failed to mint a session", "credential", id.Credential, "keyID", id.KeyID)
-		return s.writeError(w, &Error{http.StatusInternalServerError, "internal_error", "could not mint a session"})
+		return s.writeError(w, ErrInternal)
 	}
 	s.opts.Log.V(1).Info("Minted session", "credential", id.Credential, "keyID", id.KeyID, "agentID", id.AgentID, "expiresAt", expires)
 	w.Header().Set("Content-Type", "application/json")

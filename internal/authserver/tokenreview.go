@@ -36,6 +36,9 @@ const (
 
 const maxTokenReviewBody = 64 << 10
 
+// ErrInvalidTokenReview: the body is not an authentication.k8s.io/v1 TokenReview.
+var ErrInvalidTokenReview = &Error{http.StatusBadRequest, "invalid_request", "expected an authentication.k8s.io/v1 TokenReview"}
+
 // handleTokenReview implements Kubernetes webhook token authentication
 // (authentication.k8s.io/v1), so kube-apiserver can authenticate agents by
 // their keys. Failed reviews drain the caller's failure budget like failed
@@ -48,7 +51,7 @@ func (s *Server) handleTokenReview(w http.ResponseWriter, r *http.Request) outco
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxTokenReviewBody+1))
 	if err != nil || len(body) > maxTokenReviewBody || json.Unmarshal(body, &review) != nil ||
 		review.APIVersion != authnv1.SchemeGroupVersion.String() || review.Kind != "TokenReview" {
-		return s.writeError(w, &Error{http.StatusBadRequest, "invalid_request", "expected an authentication.k8s.io/v1 TokenReview"})
+		return s.writeError(w, ErrInvalidTokenReview)
 	}
 	out := authnv1.TokenReview{
 		TypeMeta:   metav1.TypeMeta{APIVersion: authnv1.SchemeGroupVersion.String(), Kind: "TokenReview"},

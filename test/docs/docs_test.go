@@ -11,9 +11,14 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/agrenting/agentcred/controllers"
+	"github.com/agrenting/agentcred/internal/authserver"
 	"github.com/agrenting/agentcred/internal/crdref"
 	"github.com/agrenting/agentcred/internal/operator"
 	"github.com/agrenting/agentcred/test/controlplane"
@@ -219,5 +224,96 @@ func TestCaddySnippetIsTheTestedConfig(t *testing.T) {
 		Replace("```caddyfile\n" + strings.TrimRight(tmpl[i:], "\n") + "\n```")
 	if !strings.Contains(read(t, "README.md"), want) {
 		t.Error("README.md: the Caddy snippet differs from test/integration/testdata/Caddyfile.tmpl; copy its site block")
+	}
+}
+
+// TestErrorCodesAreTheEndpoints: the error table of docs/auth-endpoint.md
+// lists exactly the codes the endpoint answers with, each under its status.
+func TestErrorCodesAreTheEndpoints(t *testing.T) {
+	page := read(t, "docs/auth-endpoint.md")
+	start := strings.Index(page, "Errors are JSON")
+	if start < 0 {
+		t.Fatal("docs/auth-endpoint.md has no error table")
+	}
+	table := page[start:]
+	if i := strings.Index(table, "| status"); i >= 0 {
+		if j := strings.Index(table[i:], "\n\n"); j >= 0 {
+			table = table[:i+j]
+		}
+	}
+	documented := map[string]string{} // code -> status
+	row := regexp.MustCompile("(?m)^\\| (\\d{3}) \\|(.*)\\|$")
+	code := regexp.MustCompile("`([a-z]+(?:_[a-z]+)+)`")
+	for _, m := range row.FindAllStringSubmatch(table, -1) {
+		for _, c := range code.FindAllStringSubmatch(m[2], -1) {
+			documented[c[1]] = m[1]
+		}
+	}
+	real := map[string]string{}
+	for _, e := range authserver.Errors() {
+		real[e.Code] = strconv.Itoa(e.Status)
+	}
+	for c, status := range real {
+		if documented[c] != status {
+			t.Errorf("the endpoint answers %s %s; docs/auth-endpoint.md's error table says %q", status, c, documented[c])
+		}
+	}
+	for c := range documented {
+		if _, ok := real[c]; !ok {
+			t.Errorf("docs/auth-endpoint.md documents %s, which the endpoint never answers", c)
+		}
+	}
+}
+
+// describeRecorder records the names of every metric registered with it.
+type describeRecorder struct{ names map[string]bool }
+
+func (d *describeRecorder) Register(c prometheus.Collector) error {
+	ch := make(chan *prometheus.Desc, 16)
+	go func() { c.Describe(ch); close(ch) }()
+	fq := regexp.MustCompile(`fqName: "([^"]+)"`)
+	for desc := range ch {
+		if m := fq.FindStringSubmatch(desc.String()); m != nil {
+			d.names[m[1]] = true
+		}
+	}
+	return nil
+}
+func (d *describeRecorder) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		_ = d.Register(c)
+	}
+}
+func (d *describeRecorder) Unregister(prometheus.Collector) bool { return true }
+
+// TestMetricNamesAreTheOperators: every agentcred_ metric the docs name is
+// one the operator defines, and every one it defines is documented.
+func TestMetricNamesAreTheOperators(t *testing.T) {
+	rec := &describeRecorder{names: map[string]bool{}}
+	if err := controllers.NewMetrics(nil).Register(rec); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := authserver.New(authserver.NewIndex(), authserver.Options{Registerer: rec}); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.names) < 8 {
+		t.Fatalf("found only %d metrics: %v", len(rec.names), rec.names)
+	}
+	all := ""
+	for name, text := range docs(t) {
+		all += text
+		for _, sub := range regexp.MustCompile(`(?:^|[^_@/a-z-])(agentcred_[a-z_]+[a-z])`).FindAllStringSubmatch(text, -1) {
+			m := sub[1]
+			base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(m, "_bucket"), "_sum"), "_count")
+			if !rec.names[m] && !rec.names[base] {
+				t.Errorf("%s names metric %s, which the operator does not define", name, m)
+			}
+		}
+	}
+	all += read(t, "config/prometheus/rules.yaml")
+	for m := range rec.names {
+		if strings.HasPrefix(m, "agentcred_") && !strings.Contains(all, m) {
+			t.Errorf("metric %s is documented nowhere in README.md or docs/", m)
+		}
 	}
 }

@@ -2,7 +2,6 @@ package authserver
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,7 +23,6 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/types/known/structpb"
-	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 )
 
 // ContextExtensionEnvironment is the ext_authz context extension a route
@@ -212,24 +210,19 @@ func (g *GRPCServer) Start(ctx context.Context) error {
 		grpc.MaxConcurrentStreams(1024),
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: 5 * time.Minute}),
 	}
-	if o := g.s.opts; o.TLSCertFile != "" && o.TLSKeyFile != "" {
-		watcher, err := certwatcher.New(o.TLSCertFile, o.TLSKeyFile)
-		if err != nil {
-			return fmt.Errorf("ext_authz gRPC server TLS: %w", err)
-		}
-		go func() {
-			if err := watcher.Start(ctx); err != nil {
-				o.Log.Error(err, "Stopped watching the gRPC server's TLS certificate")
-			}
-		}()
-		opts = append(opts, grpc.Creds(credentials.NewTLS(&tls.Config{GetCertificate: watcher.GetCertificate, MinVersion: tls.VersionTLS12})))
+	tlsConfig, err := g.s.tlsConfig(ctx)
+	if err != nil {
+		return fmt.Errorf("ext_authz gRPC server TLS: %w", err)
+	}
+	if tlsConfig != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsConfig)))
 	}
 	srv := grpc.NewServer(opts...)
 	authv3.RegisterAuthorizationServer(srv, g)
 	hs := health.NewServer()
 	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(srv, hs)
-	g.s.opts.Log.Info("Serving Envoy ext_authz over gRPC", "address", ln.Addr().String(), "tls", g.s.opts.TLSCertFile != "")
+	g.s.opts.Log.Info("Serving Envoy ext_authz over gRPC", "address", ln.Addr().String(), "tls", tlsConfig != nil)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

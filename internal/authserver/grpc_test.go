@@ -132,6 +132,9 @@ func TestGRPCCheck(t *testing.T) {
 				if www, ok := headerOf(resp, "WWW-Authenticate"); (tt.status == 401) != ok || (ok && !strings.HasPrefix(www, "Bearer")) {
 					t.Fatalf("WWW-Authenticate %q present=%v on a %d", www, ok, tt.status)
 				}
+				if ra, ok := headerOf(resp, "Retry-After"); ok {
+					t.Fatalf("Retry-After %q on a %d", ra, tt.status)
+				}
 				return
 			}
 			ok := resp.GetOkResponse()
@@ -306,7 +309,13 @@ func TestGRPCBadInput(t *testing.T) {
 	if err != nil || resp.GetOkResponse() == nil {
 		t.Fatalf("10,000 headers: %v %v", resp, err)
 	}
-	// An oversized message is refused by gRPC itself.
+	// A large message within the 1 MiB limit is served...
+	large := map[string]string{"x-api-key": f.apiKey, "x-big": strings.Repeat("a", 900<<10)}
+	resp, err = f.client.Check(ctx, checkRequest(large, nil, ""))
+	if err != nil || resp.GetOkResponse() == nil {
+		t.Fatalf("a 900 KiB request: %v %v", resp, err)
+	}
+	// ... and an oversized one is refused by gRPC itself.
 	huge := map[string]string{"x-api-key": f.apiKey, "x-big": strings.Repeat("a", 2<<20)}
 	if _, err := f.client.Check(ctx, checkRequest(huge, nil, "")); status.Code(err) != codes.ResourceExhausted {
 		t.Fatalf("a 2 MiB request: %v, want ResourceExhausted", err)

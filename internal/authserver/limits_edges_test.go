@@ -188,3 +188,33 @@ func TestAuthRequestMode(t *testing.T) {
 		t.Errorf("unknown mode: %d %s", resp.StatusCode, body)
 	}
 }
+
+func TestIndexMetricsAreRegistered(t *testing.T) {
+	ts := startServer(t)
+	want := map[string]float64{"agentcred_auth_index_synced": 0, "agentcred_auth_index_credentials": float64(ts.verifier.Index.Len())}
+	families, err := ts.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if v, ok := want[f.GetName()]; ok {
+			if got := f.GetMetric()[0].GetGauge().GetValue(); got != v {
+				t.Errorf("%s = %v, want %v", f.GetName(), got, v)
+			}
+			delete(want, f.GetName())
+		}
+	}
+	if len(want) > 0 {
+		t.Fatalf("not registered: %v", want)
+	}
+	ts.verifier.Index.MarkSynced()
+	families, err = ts.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == "agentcred_auth_index_synced" && f.GetMetric()[0].GetGauge().GetValue() != 1 {
+			t.Fatal("agentcred_auth_index_synced stayed 0 after the index synced")
+		}
+	}
+}

@@ -142,6 +142,25 @@ func (s *Server) httpServer() *http.Server {
 	}
 }
 
+// tlsConfig is the TLS configuration of both servers (nil without
+// certificate files): the certificate is watched and a renewed one served
+// without a restart, until ctx ends.
+func (s *Server) tlsConfig(ctx context.Context) (*tls.Config, error) {
+	if s.opts.TLSCertFile == "" || s.opts.TLSKeyFile == "" {
+		return nil, nil
+	}
+	watcher, err := certwatcher.New(s.opts.TLSCertFile, s.opts.TLSKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		if err := watcher.Start(ctx); err != nil {
+			s.opts.Log.Error(err, "Stopped watching the TLS certificate")
+		}
+	}()
+	return &tls.Config{GetCertificate: watcher.GetCertificate, MinVersion: tls.VersionTLS12}, nil
+}
+
 // Start serves until ctx is done, then shuts down gracefully.
 func (s *Server) Start(ctx context.Context) error {
 	ln := s.opts.Listener
@@ -157,19 +176,14 @@ func (s *Server) Start(ctx context.Context) error {
 		maxConns = DefaultMaxConnections
 	}
 	ln = netutil.LimitListener(ln, maxConns)
-	if s.opts.TLSCertFile != "" && s.opts.TLSKeyFile != "" {
-		watcher, err := certwatcher.New(s.opts.TLSCertFile, s.opts.TLSKeyFile)
-		if err != nil {
-			return fmt.Errorf("auth endpoint TLS: %w", err)
-		}
-		go func() {
-			if err := watcher.Start(ctx); err != nil {
-				s.opts.Log.Error(err, "Stopped watching the auth endpoint's TLS certificate")
-			}
-		}()
-		ln = tls.NewListener(ln, &tls.Config{GetCertificate: watcher.GetCertificate, MinVersion: tls.VersionTLS12})
+	tlsConfig, err := s.tlsConfig(ctx)
+	if err != nil {
+		return fmt.Errorf("auth endpoint TLS: %w", err)
 	}
-	s.opts.Log.Info("Serving auth endpoint", "address", ln.Addr().String(), "tls", s.opts.TLSCertFile != "")
+	if tlsConfig != nil {
+		ln = tls.NewListener(ln, tlsConfig)
+	}
+	s.opts.Log.Info("Serving auth endpoint", "address", ln.Addr().String(), "tls", tlsConfig != nil)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

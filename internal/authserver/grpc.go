@@ -41,6 +41,10 @@ const MetadataNamespace = "agentcred"
 // the upstream needs the identity, not the key.
 var credentialHeaders = []string{"x-api-key", "api-key", "authorization"}
 
+// maxCheckRequest bounds a CheckRequest (1 MiB; Envoy's own header limits
+// are far lower).
+const maxCheckRequest = 1 << 20
+
 // GRPCOptions configure the Envoy ext_authz gRPC server.
 type GRPCOptions struct {
 	// Addr to listen on, e.g. ":9001". Ignored when Listener is set.
@@ -206,7 +210,7 @@ func (g *GRPCServer) Start(ctx context.Context) error {
 		}
 	}
 	opts := []grpc.ServerOption{
-		grpc.MaxRecvMsgSize(1 << 20),
+		grpc.MaxRecvMsgSize(maxCheckRequest),
 		grpc.MaxConcurrentStreams(1024),
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: 5 * time.Minute}),
 	}
@@ -222,7 +226,7 @@ func (g *GRPCServer) Start(ctx context.Context) error {
 	hs := health.NewServer()
 	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(srv, hs)
-	g.s.opts.Log.Info("Serving Envoy ext_authz over gRPC", "address", ln.Addr().String(), "tls", tlsConfig != nil)
+	g.s.opts.Log.Info("Serving Envoy ext_authz over gRPC", "address", ln.Addr().String())
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

@@ -310,7 +310,7 @@ func TestGRPCBadInput(t *testing.T) {
 		t.Fatalf("10,000 headers: %v %v", resp, err)
 	}
 	// A large message within the 1 MiB limit is served...
-	large := map[string]string{"x-api-key": f.apiKey, "x-big": strings.Repeat("a", 900<<10)}
+	large := map[string]string{"x-api-key": f.apiKey, "x-big": strings.Repeat("a", maxCheckRequest-64<<10)}
 	resp, err = f.client.Check(ctx, checkRequest(large, nil, ""))
 	if err != nil || resp.GetOkResponse() == nil {
 		t.Fatalf("a 900 KiB request: %v %v", resp, err)

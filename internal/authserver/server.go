@@ -183,7 +183,7 @@ func (s *Server) Start(ctx context.Context) error {
 	if tlsConfig != nil {
 		ln = tls.NewListener(ln, tlsConfig)
 	}
-	s.opts.Log.Info("Serving auth endpoint", "address", ln.Addr().String(), "tls", tlsConfig != nil)
+	s.opts.Log.Info("Serving auth endpoint", "address", ln.Addr().String())
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

@@ -242,7 +242,7 @@ func TestErrorCodesAreTheEndpoints(t *testing.T) {
 		}
 	}
 	documented := map[string]string{} // code -> status
-	row := regexp.MustCompile("(?m)^\\| (\\d{3}) \\|(.*)\\|$")
+	row := regexp.MustCompile(`(?m)^\| (\d{3}) \|(.*)\|$`)
 	code := regexp.MustCompile("`([a-z]+(?:_[a-z]+)+)`")
 	for _, m := range row.FindAllStringSubmatch(table, -1) {
 		for _, c := range code.FindAllStringSubmatch(m[2], -1) {

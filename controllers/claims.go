@@ -233,14 +233,20 @@ const maxRecordedUsers = 1000
 // revokes any key it had (the hash Secret goes), clears the key from its
 // status and reports why, naming the identities but never who holds them.
 func (r *AgentCredentialReconciler) revokeForRefusedIdentities(ctx context.Context, cred *authv1alpha1.AgentCredential, refused []refusal) error {
-	if err := r.deleteHashSecret(ctx, cred.Namespace, cred.Name); err != nil {
-		return err
-	}
 	messages := make([]string, 0, len(refused))
 	for _, f := range refused {
 		messages = append(messages, f.message)
 	}
-	r.reportConflict(cred, refused[0].reason, strings.Join(messages, "; ")+"; no key is issued")
+	return r.withholdKey(ctx, cred, refused[0].reason, strings.Join(messages, "; "))
+}
+
+// withholdKey revokes cred's key (its hash Secret) and reports why it has
+// none: Ready=False with reason, a Warning event when the reason is new.
+func (r *AgentCredentialReconciler) withholdKey(ctx context.Context, cred *authv1alpha1.AgentCredential, reason, message string) error {
+	if err := r.deleteHashSecret(ctx, cred.Namespace, cred.Name); err != nil {
+		return err
+	}
+	r.reportConflict(cred, reason, message+"; no key is issued")
 	s := &cred.Status
 	s.KeyID, s.PreviousKeyID, s.PreviousKeyExpiresAt, s.NextRotationTime = "", "", nil, nil
 	r.Metrics.forget(cred)

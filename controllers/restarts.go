@@ -73,10 +73,15 @@ func (r *AgentCredentialReconciler) requestsForWorkload(ctx context.Context, o c
 	if kind == "" {
 		return nil
 	}
+	return r.requestsForCredentials(ctx, client.InNamespace(o.GetNamespace()),
+		client.MatchingFields{restartTargetIndexName: restartTargetKey(kind, o.GetNamespace(), o.GetName())})
+}
+
+// requestsForCredentials enqueues the cached credentials opts select.
+func (r *AgentCredentialReconciler) requestsForCredentials(ctx context.Context, opts ...client.ListOption) []reconcile.Request {
 	list := &authv1alpha1.AgentCredentialList{}
-	if err := r.List(ctx, list, client.InNamespace(o.GetNamespace()),
-		client.MatchingFields{restartTargetIndexName: restartTargetKey(kind, o.GetNamespace(), o.GetName())}); err != nil {
-		log.FromContext(ctx).Error(err, "Listing the credentials that restart a workload", "workload", o.GetName())
+	if err := r.List(ctx, list, opts...); err != nil {
+		log.FromContext(ctx).Error(err, "Listing the credentials an event concerns")
 		return nil
 	}
 	reqs := make([]reconcile.Request, 0, len(list.Items))

@@ -10,37 +10,20 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
 	"github.com/agrenting/agentcred/controllers"
 	"github.com/agrenting/agentcred/internal/credential"
 	"github.com/agrenting/agentcred/internal/hashsecret"
+	"github.com/agrenting/agentcred/test/harness"
 )
 
-// envDeployment is a Deployment whose pods read the key of Secret
-// secretName from an environment variable, the consumer restart targets
-// exist for. This suite has no Deployment controller: tests write the
-// status a finished rollout would have (rolledOut).
+// envDeployment is a consumer reading the key of Secret secretName from an
+// environment variable. This suite has no Deployment controller: tests
+// write the status a finished rollout would have (rolledOut).
 func envDeployment(ns, name, secretName string) *appsv1.Deployment {
-	labels := map[string]string{"app": name}
-	return &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To[int32](2),
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{Containers: []corev1.Container{{
-					Name: "agent", Image: "example.com/agent:1",
-					Env: []corev1.EnvVar{{Name: "AGENT_API_KEY", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
-						LocalObjectReference: corev1.LocalObjectReference{Name: secretName}, Key: authv1alpha1.AgentSecretAPIKey,
-					}}}},
-				}}},
-			},
-		},
-	}
+	return harness.KeyConsumer(ns, name, secretName, "")
 }
 
 func getDeployment(t *testing.T, d *appsv1.Deployment) *appsv1.Deployment {

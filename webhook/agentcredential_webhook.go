@@ -124,16 +124,8 @@ func (v *Validator) ValidateUpdate(ctx context.Context, old, cred *authv1alpha1.
 // is immutable, and a credential made before the label must stay editable
 // and deletable; the controller holds it without a key.)
 func (v *Validator) checkEnvironment(ctx context.Context, cred *authv1alpha1.AgentCredential) (*field.Error, error) {
-	ns := &metav1.PartialObjectMetadata{}
-	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
-	if err := v.Credentials.Get(ctx, client.ObjectKey{Name: cred.Namespace}, ns); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil, nil
-		}
-		return nil, fmt.Errorf("reading namespace %s: %w", cred.Namespace, err)
-	}
-	if tenancy.EnvironmentAllowed(ns.Labels[authv1alpha1.NamespaceEnvironmentLabel], string(cred.Environment())) {
-		return nil, nil
+	if ok, err := identityindex.EnvironmentAllowed(ctx, v.Credentials, cred); err != nil || ok {
+		return nil, err
 	}
 	return field.Forbidden(field.NewPath("spec", "environment"), tenancy.EnvironmentRefusal(cred.Namespace)), nil
 }

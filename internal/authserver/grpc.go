@@ -171,9 +171,7 @@ func setHeader(k, v string) *corev3.HeaderValueOption {
 // denied is a refusal with the same status, JSON body and headers as the
 // HTTP endpoint's.
 func denied(e *Error, retryAfter time.Duration) (*authv3.CheckResponse, outcome) {
-	var body errorBody
-	body.Error.Code, body.Error.Message = e.Code, e.Message
-	raw, _ := json.Marshal(body)
+	raw, _ := json.Marshal(e.body())
 	headers := []*corev3.HeaderValueOption{setHeader("Content-Type", "application/json")}
 	if e.Status == http.StatusUnauthorized {
 		headers = append(headers, setHeader("WWW-Authenticate", wwwAuthenticate(e)))
@@ -202,12 +200,9 @@ func denied(e *Error, retryAfter time.Duration) (*authv3.CheckResponse, outcome)
 
 // Start serves until ctx is done, then stops gracefully (forcibly after 10 s).
 func (g *GRPCServer) Start(ctx context.Context) error {
-	ln := g.opts.Listener
-	if ln == nil {
-		var err error
-		if ln, err = net.Listen("tcp", g.opts.Addr); err != nil {
-			return fmt.Errorf("ext_authz gRPC server: %w", err)
-		}
+	ln, err := listen(g.opts.Listener, g.opts.Addr)
+	if err != nil {
+		return fmt.Errorf("ext_authz gRPC server: %w", err)
 	}
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(maxCheckRequest),

@@ -161,14 +161,19 @@ func (s *Server) tlsConfig(ctx context.Context) (*tls.Config, error) {
 	return &tls.Config{GetCertificate: watcher.GetCertificate, MinVersion: tls.VersionTLS12}, nil
 }
 
+// listen returns ln, or a new TCP listener on addr when ln is nil.
+func listen(ln net.Listener, addr string) (net.Listener, error) {
+	if ln != nil {
+		return ln, nil
+	}
+	return net.Listen("tcp", addr)
+}
+
 // Start serves until ctx is done, then shuts down gracefully.
 func (s *Server) Start(ctx context.Context) error {
-	ln := s.opts.Listener
-	if ln == nil {
-		var err error
-		if ln, err = net.Listen("tcp", s.opts.Addr); err != nil {
-			return fmt.Errorf("auth endpoint: %w", err)
-		}
+	ln, err := listen(s.opts.Listener, s.opts.Addr)
+	if err != nil {
+		return fmt.Errorf("auth endpoint: %w", err)
 	}
 	srv := s.httpServer()
 	maxConns := s.opts.MaxConnections
@@ -458,6 +463,13 @@ type errorBody struct {
 	} `json:"error"`
 }
 
+// body is e as the JSON error body every endpoint answers with.
+func (e *Error) body() errorBody {
+	var b errorBody
+	b.Error.Code, b.Error.Message = e.Code, e.Message
+	return b
+}
+
 // writeError writes the JSON error of SPEC §6.
 func (s *Server) writeError(w http.ResponseWriter, e *Error) outcome {
 	h := w.Header()
@@ -466,9 +478,7 @@ func (s *Server) writeError(w http.ResponseWriter, e *Error) outcome {
 		h.Set("WWW-Authenticate", wwwAuthenticate(e))
 	}
 	w.WriteHeader(e.Status)
-	var body errorBody
-	body.Error.Code, body.Error.Message = e.Code, e.Message
-	_ = json.NewEncoder(w).Encode(body)
+	_ = json.NewEncoder(w).Encode(e.body())
 	return outcome{method: MethodNone, status: e.Status}
 }
 

@@ -1,14 +1,17 @@
 // Package identityindex connects the tenancy rules to Kubernetes objects: it
 // indexes AgentCredentials by the IdentityClaims their identities need and
 // IdentityClaims by the credentials recorded as using them, and reads both
-// indexes. The controller and the admission webhook use it, so both see
-// identities the same way.
+// indexes, and reads a namespace's environment policy. The controller and
+// the admission webhook use it, so both see identities the same way.
 package identityindex
 
 import (
 	"context"
 	"fmt"
 
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
@@ -103,4 +106,16 @@ func ClaimsUsedBy(ctx context.Context, c client.Reader, namespace, name string) 
 		return nil, fmt.Errorf("listing identity claims used by %s/%s: %w", namespace, name, err)
 	}
 	return list.Items, nil
+}
+
+// EnvironmentAllowed applies tenancy.EnvironmentAllowed to cred and the
+// auth.agrenting.io/environment label of its namespace, read as metadata
+// only (a namespace that is gone sets no rule).
+func EnvironmentAllowed(ctx context.Context, c client.Reader, cred *authv1alpha1.AgentCredential) (bool, error) {
+	ns := &metav1.PartialObjectMetadata{}
+	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+	if err := c.Get(ctx, client.ObjectKey{Name: cred.Namespace}, ns); err != nil && !apierrors.IsNotFound(err) {
+		return false, fmt.Errorf("reading namespace %s: %w", cred.Namespace, err)
+	}
+	return tenancy.EnvironmentAllowed(ns.Labels[authv1alpha1.NamespaceEnvironmentLabel], string(cred.Environment())), nil
 }

@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,9 +12,7 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
 	"github.com/agrenting/agentcred/test/controlplane"
 	"github.com/agrenting/agentcred/test/harness"
 )
@@ -74,28 +70,10 @@ func startCaddy(t *testing.T, upstream string) string {
 // are, and never forwards the key.
 func TestCaddyForwardAuth(t *testing.T) {
 	g := NewWithT(t)
-	seen := []string{"X-Auth-Agent-Id", "X-Auth-Method", "X-Auth-Key-Id", "X-Auth-Credential", "X-Auth-User", "X-Auth-Environment", "X-Api-Key", "Api-Key", "Authorization"}
-	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		for _, h := range seen {
-			fmt.Fprintf(w, "%s=%q\n", h, r.Header.Values(h))
-		}
-	}))
-	defer upstream.Close()
-	proxy := startCaddy(t, strings.TrimPrefix(upstream.URL, "http://"))
-
-	ns := newNamespace(t)
-	agent := newAgentID()
-	cred := &authv1alpha1.AgentCredential{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "behind-caddy"},
-		Spec:       authv1alpha1.AgentCredentialSpec{AgentID: agent},
-	}
-	g.Expect(k8s.Create(ctx, cred)).To(Succeed())
-	waitReady(t, cred)
-	key := secretValue(t, ns, "behind-caddy", "api-key")
-	eventuallyStatus(t, 200, "GET", "/auth/verify", "X-API-Key", key)
-
-	spoofed := []string{"X-Auth-User", "admin@example.com", "X-Auth-Agent-Id", "00000000-0000-4000-8000-000000000000",
-		"X-Auth-Credential", "kube-system/root", "X-Auth-Method", "session", "X-Auth-Environment", "sandbox"}
+	proxy := startCaddy(t, identityEcho(t))
+	cred, key := issuedKey(t, "behind-caddy")
+	ns, agent := cred.Namespace, cred.Spec.AgentID
+	spoofed := spoofedIdentity
 	for _, carrier := range [][]string{{"X-API-Key", key}, {"Api-Key", key}, {"Authorization", "Bearer " + key}} {
 		r := throughProxy(t, proxy, append(carrier, spoofed...)...)
 		g.Expect(r.status).To(Equal(200), carrier[0])

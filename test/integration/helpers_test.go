@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
@@ -106,4 +109,40 @@ func annotate(t *testing.T, obj client.Object, key, value string) {
 	if err := k8s.Patch(ctx, obj, client.RawPatch("application/merge-patch+json", []byte(patch))); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// identityEcho starts an upstream that answers with every identity and
+// credential header it received, and returns its host:port.
+func identityEcho(t *testing.T) string {
+	t.Helper()
+	seen := []string{"X-Auth-Agent-Id", "X-Auth-Method", "X-Auth-Key-Id", "X-Auth-Credential", "X-Auth-User", "X-Auth-Environment", "X-Api-Key", "Api-Key", "Authorization"}
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, h := range seen {
+			fmt.Fprintf(w, "%s=%q\n", h, r.Header.Values(h))
+		}
+	}))
+	t.Cleanup(upstream.Close)
+	return strings.TrimPrefix(upstream.URL, "http://")
+}
+
+// spoofedIdentity are the X-Auth-* headers a hostile client sends along.
+var spoofedIdentity = []string{"X-Auth-User", "admin@example.com", "X-Auth-Agent-Id", "00000000-0000-4000-8000-000000000000",
+	"X-Auth-Credential", "kube-system/root", "X-Auth-Method", "session", "X-Auth-Environment", "sandbox"}
+
+// issuedKey creates an API key credential name in a new namespace and
+// returns it, once Ready and verified by the endpoint, with its key.
+func issuedKey(t *testing.T, name string) (*authv1alpha1.AgentCredential, string) {
+	t.Helper()
+	ns := newNamespace(t)
+	cred := &authv1alpha1.AgentCredential{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec:       authv1alpha1.AgentCredentialSpec{AgentID: newAgentID()},
+	}
+	if err := k8s.Create(ctx, cred); err != nil {
+		t.Fatal(err)
+	}
+	cred = waitReady(t, cred)
+	key := secretValue(t, ns, name, "api-key")
+	eventuallyStatus(t, 200, "GET", "/auth/verify", "X-API-Key", key)
+	return cred, key
 }

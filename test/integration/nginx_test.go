@@ -99,32 +99,15 @@ func startNginxFor(t *testing.T, auth, upstream string) string {
 // an invalid or missing key never reaches it at all.
 func TestNginxAuthRequest(t *testing.T) {
 	g := NewWithT(t)
-	seen := []string{"X-Auth-Agent-Id", "X-Auth-Method", "X-Auth-Key-Id", "X-Auth-Credential", "X-Auth-User", "X-Auth-Environment", "X-Api-Key", "Api-Key", "Authorization"}
-	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		for _, h := range seen {
-			fmt.Fprintf(w, "%s=%q\n", h, r.Header.Values(h))
-		}
-	}))
-	defer upstream.Close()
-	proxy := startNginx(t, strings.TrimPrefix(upstream.URL, "http://"))
-
-	ns := newNamespace(t)
-	agent := newAgentID()
-	cred := &authv1alpha1.AgentCredential{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "behind-nginx"},
-		Spec:       authv1alpha1.AgentCredentialSpec{AgentID: agent},
-	}
-	g.Expect(k8s.Create(ctx, cred)).To(Succeed())
-	cred = waitReady(t, cred)
-	key := secretValue(t, ns, "behind-nginx", "api-key")
-	eventuallyStatus(t, 200, "GET", "/auth/verify", "X-API-Key", key)
+	proxy := startNginx(t, identityEcho(t))
+	cred, key := issuedKey(t, "behind-nginx")
+	ns, agent := cred.Namespace, cred.Spec.AgentID
 
 	get := func(headers ...string) (int, string) {
 		r := throughProxy(t, proxy, headers...)
 		return r.status, r.body
 	}
-	spoofed := []string{"X-Auth-User", "admin@example.com", "X-Auth-Agent-Id", "00000000-0000-4000-8000-000000000000",
-		"X-Auth-Credential", "kube-system/root", "X-Auth-Method", "session", "X-Auth-Environment", "sandbox"}
+	spoofed := spoofedIdentity
 	want := strings.Join([]string{
 		fmt.Sprintf("X-Auth-Agent-Id=[%q]", agent), `X-Auth-Method=["api_key"]`, fmt.Sprintf("X-Auth-Key-Id=[%q]", cred.Status.KeyID),
 		fmt.Sprintf("X-Auth-Credential=[%q]", ns+"/behind-nginx"), `X-Auth-User=[]`, `X-Auth-Environment=["live"]`, `X-Api-Key=[]`, `Api-Key=[]`, `Authorization=[]`, "",

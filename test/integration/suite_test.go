@@ -11,7 +11,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -62,22 +61,14 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	webhookConfig := filepath.Join(dir, "token-webhook.kubeconfig")
-	if err := os.WriteFile(webhookConfig, []byte(tokenWebhookKubeconfig(authURL+"/tokenreview")), 0o600); err != nil {
+	webhook, err := harness.WithTokenWebhook(dir, authURL+"/tokenreview", nil, apiAudience)
+	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	return harness.Run(harness.RunInput{
-		M: m,
-		Configure: []func(*envtest.Environment){func(e *envtest.Environment) {
-			e.ControlPlane.GetAPIServer().Configure().
-				Set("authentication-token-webhook-config-file", webhookConfig).
-				Set("authentication-token-webhook-version", "v1").
-				Set("authentication-token-webhook-cache-ttl", "1s").
-				// kube-apiserver asks the webhook to vouch for its API
-				// audiences; agentcred vouches only for those it is told.
-				Set("api-audiences", apiAudience)
-		}},
+		M:         m,
+		Configure: []func(*envtest.Environment){webhook},
 		Setup: func(ctx context.Context, env *harness.Env) (func() error, error) {
 			apiConfig, k8s = env.Config, env.Client
 			// Every log line at every level is kept for the leak scan; warnings and
@@ -91,21 +82,4 @@ func run(m *testing.M) int {
 			return stop, err
 		},
 	})
-}
-
-func tokenWebhookKubeconfig(server string) string {
-	return fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters:
-- name: agentcred
-  cluster:
-    server: %s
-users:
-- name: kube-apiserver
-  user: {}
-contexts:
-- name: webhook
-  context: {cluster: agentcred, user: kube-apiserver}
-current-context: webhook
-`, server)
 }

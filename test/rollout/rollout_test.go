@@ -20,9 +20,7 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	clocktesting "k8s.io/utils/clock/testing"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
@@ -87,36 +85,6 @@ func joinErr(a, b error) error {
 	return b
 }
 
-// consumer is a Deployment whose pods read the key from an environment
-// variable (the seed's advice), bound to nodeName: kwok's node, or a node
-// that does not exist for a rollout that never completes.
-func consumer(ns, name, secretName, nodeName string) *appsv1.Deployment {
-	labels := map[string]string{"app": name}
-	return &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To[int32](2),
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Strategy: appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType, RollingUpdate: &appsv1.RollingUpdateDeployment{
-				MaxUnavailable: ptr.To(intstr.FromInt32(0)), MaxSurge: ptr.To(intstr.FromInt32(1)),
-			}},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{
-					NodeName:    nodeName,
-					Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
-					Containers: []corev1.Container{{
-						Name: "agent", Image: "example.com/agent:1",
-						Env: []corev1.EnvVar{{Name: "AGENT_API_KEY", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
-							LocalObjectReference: corev1.LocalObjectReference{Name: secretName}, Key: authv1alpha1.AgentSecretAPIKey,
-						}}}},
-					}},
-				},
-			},
-		},
-	}
-}
-
 func credentialFor(ns, name string, agent int, target string) *authv1alpha1.AgentCredential {
 	return &authv1alpha1.AgentCredential{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
@@ -177,16 +145,7 @@ func agentKey(t *testing.T, ns, secret string) string {
 }
 
 // verify is the status /auth/verify answers for key.
-func verify(key string) int {
-	req, _ := http.NewRequest(http.MethodGet, authURL+"/auth/verify", nil)
-	req.Header.Set("X-API-Key", key)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0
-	}
-	resp.Body.Close()
-	return resp.StatusCode
-}
+func verify(key string) int { return harness.VerifyStatus(authURL, key) }
 
 func waitKeyChange(t *testing.T, cred *authv1alpha1.AgentCredential, old string) *authv1alpha1.AgentCredential {
 	t.Helper()
@@ -198,7 +157,7 @@ func waitKeyChange(t *testing.T, cred *authv1alpha1.AgentCredential, old string)
 func TestEnvVarConsumerKeepsWorkingThroughAScheduledRotation(t *testing.T) {
 	g := NewWithT(t)
 	ns := harness.NewNamespace(t, k8s, "rollout")
-	deploy := consumer(ns, "billing", "billing-agent", harness.KwokNode)
+	deploy := harness.KeyConsumer(ns, "billing", "billing-agent", harness.KwokNode)
 	g.Expect(k8s.Create(ctx, deploy)).To(Succeed())
 	cred := credentialFor(ns, "billing-agent", 1, "billing")
 	g.Expect(k8s.Create(ctx, cred)).To(Succeed())
@@ -254,7 +213,7 @@ func TestRolloutThatNeverCompletesIsCappedByMaxGrace(t *testing.T) {
 	g := NewWithT(t)
 	ns := harness.NewNamespace(t, k8s, "stuck")
 	// Its pods are bound to a node that does not exist: they never run.
-	deploy := consumer(ns, "stuck", "stuck-agent", "no-such-node")
+	deploy := harness.KeyConsumer(ns, "stuck", "stuck-agent", "no-such-node")
 	g.Expect(k8s.Create(ctx, deploy)).To(Succeed())
 	cred := credentialFor(ns, "stuck-agent", 2, "stuck")
 	g.Expect(k8s.Create(ctx, cred)).To(Succeed())

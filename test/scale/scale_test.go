@@ -494,17 +494,6 @@ func profileAPIServer(b *testing.B, name string) (wait func()) {
 	}
 }
 
-func verifyStatus(key string) int {
-	req, _ := http.NewRequest(http.MethodGet, authURL+"/auth/verify", nil)
-	req.Header.Set("X-API-Key", key)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0
-	}
-	resp.Body.Close()
-	return resp.StatusCode
-}
-
 func agentKey(b *testing.B, ns, name string) string {
 	b.Helper()
 	s := &corev1.Secret{}
@@ -520,7 +509,7 @@ func waitStatus(b *testing.B, key string, want int) time.Time {
 	b.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		if verifyStatus(key) == want {
+		if harness.VerifyStatus(authURL, key) == want {
 			return time.Now()
 		}
 		time.Sleep(time.Millisecond) //nolint:forbidigo // the measurement's polling interval
@@ -559,7 +548,7 @@ func BenchmarkRevocationLatency(b *testing.B) {
 			for time.Now().Before(deadline) {
 				s := &corev1.Secret{}
 				if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, s); err == nil {
-					if key := string(s.Data["api-key"]); key != "" && verifyStatus(key) == 200 {
+					if key := string(s.Data["api-key"]); key != "" && harness.VerifyStatus(authURL, key) == 200 {
 						return key
 					}
 				}

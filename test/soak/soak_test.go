@@ -90,7 +90,8 @@ func TestSoakUnderRotation(t *testing.T) {
 			t.Errorf("manager: %v", err)
 		}
 	}()
-	url := "http://" + ln.Addr().String() + "/auth/verify"
+	base := "http://" + ln.Addr().String()
+	url := base + "/auth/verify"
 
 	const n = 100
 	creds := make([]*authv1alpha1.AgentCredential, n)
@@ -115,7 +116,7 @@ func TestSoakUnderRotation(t *testing.T) {
 	waitVerifies := func(ks []poolKey) {
 		g.Eventually(func() bool {
 			for _, k := range ks {
-				if status(url, k.key) != 200 {
+				if harness.VerifyStatus(base, k.key) != 200 {
 					return false
 				}
 			}
@@ -263,15 +264,4 @@ func TestSoakUnderRotation(t *testing.T) {
 	g.Expect(requests.Load()).To(BeNumerically(">", 0))
 	g.Expect(rounds).To(BeNumerically(">=", 1))
 
-}
-
-func status(url, key string) int {
-	req, _ := http.NewRequest(http.MethodGet, url, nil)
-	req.Header.Set("X-API-Key", key)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0
-	}
-	resp.Body.Close()
-	return resp.StatusCode
 }

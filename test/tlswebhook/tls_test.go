@@ -12,7 +12,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/base64"
 	"encoding/pem"
 	"fmt"
 	"math/big"
@@ -145,36 +144,15 @@ func run(m *testing.M) int {
 		return 1
 	}
 	addr = ln.Addr().String()
-	webhookConfig := filepath.Join(dir, "token-webhook.kubeconfig")
 	// The kubeconfig README shows for the token webhook over TLS.
-	kubeconfig := fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters:
-- name: agentcred
-  cluster:
-    server: https://%s/tokenreview
-    certificate-authority-data: %s
-users:
-- name: kube-apiserver
-  user: {}
-contexts:
-- name: webhook
-  context: {cluster: agentcred, user: kube-apiserver}
-current-context: webhook
-`, addr, base64.StdEncoding.EncodeToString(caPEM))
-	if err := os.WriteFile(webhookConfig, []byte(kubeconfig), 0o600); err != nil {
+	webhook, err := harness.WithTokenWebhook(dir, "https://"+addr+"/tokenreview", caPEM, apiAudience)
+	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	return harness.Run(harness.RunInput{
-		M: m,
-		Configure: []func(*envtest.Environment){func(e *envtest.Environment) {
-			e.ControlPlane.GetAPIServer().Configure().
-				Set("authentication-token-webhook-config-file", webhookConfig).
-				Set("authentication-token-webhook-version", "v1").
-				Set("authentication-token-webhook-cache-ttl", "1s").
-				Set("api-audiences", apiAudience)
-		}},
+		M:         m,
+		Configure: []func(*envtest.Environment){webhook},
 		Setup: func(_ context.Context, env *harness.Env) (func() error, error) {
 			apiConfig = env.Config
 			index.MarkSynced()

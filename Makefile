@@ -29,9 +29,14 @@ help: ## Show this help.
 ##@ Development
 
 .PHONY: manifests
-manifests: $(CONTROLLER_GEN) ## Generate the CRD, RBAC and webhook manifests under config/.
+manifests: $(CONTROLLER_GEN) ## Generate the CRD, RBAC and webhook manifests under config/ and copy them into the Helm chart.
 	$(CONTROLLER_GEN) crd paths="./api/..." output:crd:artifacts:config=config/crd/bases
 	$(CONTROLLER_GEN) rbac:roleName=manager-role webhook paths="./controllers/..." paths="./webhook/..."
+	@# The Helm chart renders the same objects (test/helm): it gets copies.
+	cp config/crd/bases/*.yaml charts/agentcred/crds/
+	cp config/rbac/role.yaml charts/agentcred/files/role.yaml
+	cp config/webhook/manifests.yaml charts/agentcred/files/webhook.yaml
+	cp config/prometheus/rules.yaml charts/agentcred/files/rules.yaml
 
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Generate DeepCopy methods for the API types.
@@ -44,8 +49,8 @@ docs: manifests ## Generate docs/crd-reference.md from the CRDs.
 .PHONY: verify
 verify: generate manifests docs ## Regenerate everything generated (deepcopy, CRDs, RBAC, webhook, CRD reference) and fail if the tree changed: generated files must be committed fresh.
 	@if ! git diff --exit-code --stat; then echo "verify: generated files are stale; run 'make generate manifests docs' and commit" >&2; exit 1; fi
-	@if [[ -n "$$(git status --porcelain --untracked-files=all -- api config docs)" ]]; then \
-		git status --porcelain --untracked-files=all -- api config docs; echo "verify: generation produced untracked files; commit them" >&2; exit 1; fi
+	@if [[ -n "$$(git status --porcelain --untracked-files=all -- api config docs charts)" ]]; then \
+		git status --porcelain --untracked-files=all -- api config docs charts; echo "verify: generation produced untracked files; commit them" >&2; exit 1; fi
 
 .PHONY: docs-check
 docs-check: ## Check the docs against the code: flags, make targets, paths, CLI commands, error codes and their statuses, metric names, the tested proxy configs, the generated CRD reference.

@@ -20,8 +20,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/kustomize/api/krusty"
-	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 
 	"github.com/agrenting/agentcred/test/controlplane"
@@ -52,25 +50,7 @@ func TestMain(m *testing.M) {
 // render builds a kustomization under config/ the way `kustomize build` does.
 func render(t *testing.T, dir string) []*unstructured.Unstructured {
 	t.Helper()
-	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
-	res, err := k.Run(filesys.MakeFsOnDisk(), filepath.Join(controlplane.RepoRoot(), "config", dir))
-	if err != nil {
-		t.Fatalf("kustomize build config/%s: %v", dir, err)
-	}
-	var out []*unstructured.Unstructured
-	for _, r := range res.Resources() {
-		// Through JSON, so numbers are the types the API machinery expects.
-		raw, err := r.MarshalJSON()
-		if err != nil {
-			t.Fatal(err)
-		}
-		u := &unstructured.Unstructured{}
-		if err := u.UnmarshalJSON(raw); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, u)
-	}
-	return out
+	return harness.Kustomize(t, dir)
 }
 
 // stubCRD installs a schemaless CRD so objects of other projects (cert-manager,
@@ -158,8 +138,13 @@ func TestDefaultInstallShape(t *testing.T) {
 	}
 	wantSA := map[string]string{"agentcred-controller-manager": "agentcred-controller-manager", "agentcred-auth": "agentcred-auth"}
 	for name, d := range deployments {
-		replicas, _, _ := unstructured.NestedInt64(d.Object, "spec", "replicas")
-		g.Expect(replicas).To(BeEquivalentTo(2), name)
+		replicas, set, _ := unstructured.NestedInt64(d.Object, "spec", "replicas")
+		if name == "agentcred-auth" {
+			// The HorizontalPodAutoscaler owns it: re-applying must not scale it down.
+			g.Expect(set).To(BeFalse(), "the auth Deployment must leave replicas to its HPA")
+		} else {
+			g.Expect(replicas).To(BeEquivalentTo(2), name)
+		}
 		sa, _, _ := unstructured.NestedString(d.Object, "spec", "template", "spec", "serviceAccountName")
 		g.Expect(sa).To(Equal(wantSA[name]))
 		containers, _, _ := unstructured.NestedSlice(d.Object, "spec", "template", "spec", "containers")
@@ -180,6 +165,8 @@ func TestDefaultInstallShape(t *testing.T) {
 	g.Expect(byKind["HorizontalPodAutoscaler"]).To(HaveLen(1))
 	target, _, _ := unstructured.NestedString(byKind["HorizontalPodAutoscaler"][0].Object, "spec", "scaleTargetRef", "name")
 	g.Expect(target).To(Equal("agentcred-auth"))
+	minReplicas, _, _ := unstructured.NestedInt64(byKind["HorizontalPodAutoscaler"][0].Object, "spec", "minReplicas")
+	g.Expect(minReplicas).To(BeEquivalentTo(2))
 	namespaces := map[string]bool{}
 	for _, n := range byKind["Namespace"] {
 		namespaces[n.GetName()] = true

@@ -95,14 +95,22 @@ func (g *GRPCServer) check(ctx context.Context, req *authv3.CheckRequest) (*auth
 	id, verr := g.s.verifier.Verify(h, now)
 	if verr != nil {
 		if ok, wait := g.s.limiter.Fail(g.clientAddress(ctx, attrs), now); !ok {
-			return denied(ErrRateLimited, wait)
+			return deniedAttempt(ErrRateLimited, wait, h)
 		}
-		return denied(verr, 0)
+		return deniedAttempt(verr, 0, h)
 	}
 	if !q.permits(id.Entry.Environment) {
-		return denied(ErrEnvironmentNotPermitted, 0)
+		return deniedAttempt(ErrEnvironmentNotPermitted, 0, h)
 	}
-	return allowed(id), outcome{id.Method, http.StatusOK, id.Entry.Environment}
+	return allowed(id), outcome{method: id.Method, status: http.StatusOK, environment: id.Entry.Environment}
+}
+
+// deniedAttempt is denied, with the method the request's headers attempted
+// for metrics.
+func deniedAttempt(e *Error, retryAfter time.Duration, h http.Header) (*authv3.CheckResponse, outcome) {
+	resp, o := denied(e, retryAfter)
+	o.attempted = attempted(h)
+	return resp, o
 }
 
 // routeEnvironment reads the route's environment restriction.

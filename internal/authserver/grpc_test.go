@@ -175,8 +175,13 @@ func TestGRPCCheck(t *testing.T) {
 	if n := testutil.ToFloat64(f.srv.metrics.requests.WithLabelValues("grpc", "api_key", "sandbox", "200")); n != 1 {
 		t.Fatalf(`agentcred_auth_requests_total{endpoint="grpc",method="api_key",environment="sandbox",code="200"} = %v, want 1`, n)
 	}
-	if n := testutil.ToFloat64(f.srv.metrics.requests.WithLabelValues("grpc", "none", "none", "401")); n != 3 {
-		t.Fatalf(`grpc 401s counted %v times, want 3`, n)
+	// Refusals count under the method they attempted: the missing
+	// credential under none, the invalid and the expired key under api_key.
+	if n := testutil.ToFloat64(f.srv.metrics.requests.WithLabelValues("grpc", "none", "none", "401")); n != 1 {
+		t.Fatalf(`grpc 401s without a credential counted %v times, want 1`, n)
+	}
+	if n := testutil.ToFloat64(f.srv.metrics.requests.WithLabelValues("grpc", "api_key", "none", "401")); n != 2 {
+		t.Fatalf(`grpc 401s of API keys counted %v times, want 2`, n)
 	}
 	// The health service answers; reflection is off.
 	h, err := healthpb.NewHealthClient(f.conn).Check(ctx, &healthpb.HealthCheckRequest{Service: authv3.Authorization_ServiceDesc.ServiceName})

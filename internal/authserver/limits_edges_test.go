@@ -84,7 +84,7 @@ func TestErrorAndMetricsFallbacks(t *testing.T) {
 	if n := testutil.ToFloat64(m.requests.WithLabelValues(endpoints[0], string(MethodNone), environmentNone, "418")); n != 1 {
 		t.Fatalf("an unlisted status was counted %v times, want 1", n)
 	}
-	m.observe(1, outcome{MethodSession, http.StatusOK, credential.Sandbox}, time.Millisecond)
+	m.observe(1, outcome{method: MethodSession, status: http.StatusOK, environment: credential.Sandbox}, time.Millisecond)
 	if n := testutil.ToFloat64(m.requests.WithLabelValues(endpoints[1], string(MethodSession), "sandbox", "200")); n != 1 {
 		t.Fatalf("a sandbox session was counted %v times, want 1", n)
 	}

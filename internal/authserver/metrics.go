@@ -12,11 +12,12 @@ import (
 var (
 	endpoints = []string{"verify", "authenticate", "tokenreview", "grpc"}
 	// identities are the (method, environment) pairs a request can end
-	// with: a credential of either environment, or none.
+	// with: a credential of either environment, a refused attempt at a
+	// method (environment none), or none at all.
 	identities = []identity{
-		{MethodAPIKey, "live"}, {MethodAPIKey, "sandbox"},
-		{MethodUserToken, "live"}, {MethodUserToken, "sandbox"},
-		{MethodSession, "live"}, {MethodSession, "sandbox"},
+		{MethodAPIKey, "live"}, {MethodAPIKey, "sandbox"}, {MethodAPIKey, environmentNone},
+		{MethodUserToken, "live"}, {MethodUserToken, "sandbox"}, {MethodUserToken, environmentNone},
+		{MethodSession, "live"}, {MethodSession, "sandbox"}, {MethodSession, environmentNone},
 		{MethodNone, environmentNone},
 	}
 	statuses = []int{200, 400, 401, 403, 405, 429, 500, 503}
@@ -43,7 +44,7 @@ func newServerMetrics() *serverMetrics {
 	m := &serverMetrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "agentcred_auth_requests_total",
-			Help: "Requests to the auth endpoint by endpoint, authentication method, the credential's environment (live, sandbox; none when it did not authenticate) and HTTP status code.",
+			Help: "Requests to the auth endpoint by endpoint, authentication method (of a refused request: the method its credential's shape attempted, none if it carried none or several), the credential's environment (live, sandbox; none when it did not authenticate) and HTTP status code.",
 		}, []string{"endpoint", "method", "environment", "code"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "agentcred_auth_request_duration_seconds",

@@ -221,12 +221,20 @@ type outcome struct {
 	status int
 	// environment of the credential (meaningless when method is MethodNone).
 	environment credential.Environment
+	// attempted is, when the request did not authenticate (method is
+	// MethodNone), the method it tried, if its credential's shape tells.
+	attempted Method
 }
 
-// identity is the outcome's (method, environment) label pair.
+// identity is the outcome's (method, environment) label pair: a request
+// that did not authenticate is labelled with the method it attempted and
+// environment none.
 func (o outcome) identity() identity {
 	if o.method == MethodNone || o.method == "" {
-		return identity{MethodNone, environmentNone}
+		if o.attempted == "" {
+			return identity{MethodNone, environmentNone}
+		}
+		return identity{o.attempted, environmentNone}
 	}
 	return identity{o.method, o.environment.String()}
 }
@@ -243,6 +251,9 @@ func (s *Server) instrument(endpoint int, h func(http.ResponseWriter, *http.Requ
 	return func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		o := h(w, r)
+		if o.method == MethodNone && o.attempted == "" {
+			o.attempted = attempted(r.Header)
+		}
 		s.metrics.observe(endpoint, o, time.Since(start))
 	}
 }
@@ -307,7 +318,7 @@ func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) outcome {
 	h[HeaderUser] = all[4:5:5]
 	h[HeaderEnvironment] = all[5:6:6]
 	w.WriteHeader(http.StatusOK)
-	return outcome{id.Method, http.StatusOK, id.Entry.Environment}
+	return outcome{method: id.Method, status: http.StatusOK, environment: id.Entry.Environment}
 }
 
 // query is what the query string of /auth/verify and /auth/authenticate asks.
@@ -453,7 +464,7 @@ func (s *Server) handleAuthenticate(w http.ResponseWriter, r *http.Request) outc
 		Token: token, TokenType: "Bearer", ExpiresAt: expires.UTC().Format(time.RFC3339),
 		ExpiresIn: int64(math.Ceil(expires.Sub(now).Seconds())), AgentID: id.AgentID,
 	})
-	return outcome{id.Method, http.StatusOK, id.Entry.Environment}
+	return outcome{method: id.Method, status: http.StatusOK, environment: id.Entry.Environment}
 }
 
 type errorBody struct {

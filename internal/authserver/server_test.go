@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -141,6 +142,52 @@ func TestVerifyEndpoint(t *testing.T) {
 	}
 	if testutil.CollectAndCount(ts.reg, "agentcred_auth_request_duration_seconds") == 0 {
 		t.Fatal("no duration histogram")
+	}
+}
+
+// TestRefusalsAreLabelledWithTheAttemptedMethod: a refused request counts
+// under the method its credential's shape attempted (environment none), so
+// a dashboard tells a broken API-key client from a broken session client;
+// one without a credential, or with several, counts under none.
+func TestRefusalsAreLabelledWithTheAttemptedMethod(t *testing.T) {
+	ts := startServer(t, func(o *Options) { o.FailureBurst = 100 })
+	mistyped := ts.apiKey[:len(ts.apiKey)-1] + "0"
+	if mistyped == ts.apiKey {
+		mistyped = ts.apiKey[:len(ts.apiKey)-1] + "1"
+	}
+	review := func(token string) string {
+		raw, _ := json.Marshal(authnv1.TokenReview{TypeMeta: metaTypeTokenReview(), Spec: authnv1.TokenReviewSpec{Token: token}})
+		return string(raw)
+	}
+	for _, tt := range []struct {
+		name, verb, path string
+		h                http.Header
+		body             string
+		endpoint, method string
+		code             string
+	}{
+		{"mistyped API key", "GET", "/auth/verify", hdr("X-API-Key", mistyped), "", "verify", "api_key", "401"},
+		{"unknown user token", "GET", "/auth/verify", hdr("Authorization", "Bearer ap_unknown"), "", "verify", "user_token", "401"},
+		{"user token in X-API-Key", "GET", "/auth/verify", hdr("X-API-Key", "ap_unknown"), "", "verify", "user_token", "401"},
+		{"expired session", "GET", "/auth/verify", hdr("Authorization", "Bearer "+ts.expired), "", "verify", "session", "401"},
+		{"no credential", "GET", "/auth/verify", hdr(), "", "verify", "none", "401"},
+		{"two credentials", "GET", "/auth/verify", hdr("X-API-Key", ts.apiKey, "Authorization", "Bearer ap_x"), "", "verify", "none", "400"},
+		{"no known shape", "GET", "/auth/verify", hdr("Authorization", "Bearer eyJhbGciOi"), "", "verify", "none", "401"},
+		{"session minted from a wrong key", "POST", "/auth/authenticate", hdr("X-API-Key", mistyped), "", "authenticate", "api_key", "401"},
+		{"wrong verb", "GET", "/auth/authenticate", hdr("X-API-Key", ts.apiKey), "", "authenticate", "api_key", "405"},
+		{"unknown key in a TokenReview", "POST", "/tokenreview", hdr(), review("ak_wrong"), "tokenreview", "api_key", "200"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			counter := ts.srv.metrics.requests.WithLabelValues(tt.endpoint, tt.method, environmentNone, tt.code)
+			before := testutil.ToFloat64(counter)
+			resp, body := ts.do(t, tt.verb, tt.path, tt.h, tt.body)
+			if strconv.Itoa(resp.StatusCode) != tt.code {
+				t.Fatalf("status %d, want %s (%s)", resp.StatusCode, tt.code, body)
+			}
+			if got := testutil.ToFloat64(counter) - before; got != 1 {
+				t.Fatalf(`agentcred_auth_requests_total{endpoint=%q,method=%q,environment="none",code=%q} grew by %v, want 1`, tt.endpoint, tt.method, tt.code, got)
+			}
+		})
 	}
 }
 

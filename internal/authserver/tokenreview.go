@@ -58,7 +58,8 @@ func (s *Server) handleTokenReview(w http.ResponseWriter, r *http.Request) outco
 		ObjectMeta: metav1.ObjectMeta{UID: review.UID},
 	}
 	now := s.opts.Clock.Now()
-	id, verr := s.verifier.VerifyToken(strings.TrimSpace(review.Spec.Token), now)
+	token := strings.TrimSpace(review.Spec.Token)
+	id, verr := s.verifier.VerifyToken(token, now)
 	method, env := MethodNone, credential.Live
 	if verr != nil {
 		if ok, wait := s.limiter.Fail(ClientAddress(r, s.opts.TrustedProxies), now); !ok {
@@ -80,7 +81,7 @@ func (s *Server) handleTokenReview(w http.ResponseWriter, r *http.Request) outco
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(out)
-	return outcome{method, http.StatusOK, env}
+	return outcome{method: method, status: http.StatusOK, environment: env, attempted: methodOf(credential.KindOf(token))}
 }
 
 // vouchedAudiences decides which of the audiences a review asks for

@@ -236,6 +236,32 @@ func (v *Verifier) Verify(h http.Header, now time.Time) (Identity, *Error) {
 	}
 }
 
+// methodOf is the method a credential of kind authenticates with
+// (MethodNone for no known kind).
+func methodOf(kind credential.Kind) Method {
+	switch kind {
+	case credential.APIKey:
+		return MethodAPIKey
+	case credential.UserToken:
+		return MethodUserToken
+	case credential.Session:
+		return MethodSession
+	default:
+		return MethodNone
+	}
+}
+
+// attempted is the method a refused request tried, told by the shape of
+// the one credential it carries: MethodNone when it carries none, several,
+// or one of no known shape. For metrics only; it never authenticates.
+func attempted(h http.Header) Method {
+	cred, err := extractCredential(h)
+	if err != nil {
+		return MethodNone
+	}
+	return methodOf(credential.KindOf(cred.token))
+}
+
 // apiKeyHeaderMisuse says what is wrong with a non-API-key value in
 // X-API-Key, when its shape tells.
 func apiKeyHeaderMisuse(token string, kind credential.Kind) *Error {
@@ -268,11 +294,7 @@ func (v *Verifier) verifyKey(token string, kind credential.Kind, agentID string,
 	if err != nil {
 		return Identity{}, err
 	}
-	method := MethodAPIKey
-	if kind == credential.UserToken {
-		method = MethodUserToken
-	}
-	return Identity{AgentID: agent, Method: method, KeyID: digest.KeyID(), Credential: e.Credential, User: e.User, Entry: e}, nil
+	return Identity{AgentID: agent, Method: methodOf(kind), KeyID: digest.KeyID(), Credential: e.Credential, User: e.User, Entry: e}, nil
 }
 
 // chooseAgent applies X-Agent-ID: required when the credential acts for

@@ -31,6 +31,7 @@ help: ## Show this help.
 .PHONY: manifests
 manifests: $(CONTROLLER_GEN) ## Generate the CRD, RBAC and webhook manifests under config/ and copy them into the Helm chart.
 	$(CONTROLLER_GEN) crd paths="./api/..." output:crd:artifacts:config=config/crd/bases
+	go run ./hack/crdmeta config/crd/bases/auth.agrenting.io_agentcredentials.yaml=63
 	$(CONTROLLER_GEN) rbac:roleName=manager-role webhook paths="./controllers/..." paths="./webhook/..."
 	@# The Helm chart renders the same objects (test/helm): it gets copies.
 	cp config/crd/bases/*.yaml charts/agentcred/crds/

@@ -24,6 +24,12 @@ const (
 	SecretRoleKeyHash = "key-hash"
 	// SecretRoleSessionKeys marks the session signing-key Secret in the operator namespace.
 	SecretRoleSessionKeys = "session-keys"
+	// SecretRoleAuthTLS marks the auth endpoint's serving certificate Secret
+	// in the operator namespace (--auth-tls-secret-name).
+	SecretRoleAuthTLS = "auth-tls"
+	// SecretRoleAuthCA marks the Secret with the CA that signs it, kept in the
+	// webhook-certificate namespace, which the auth endpoint cannot read.
+	SecretRoleAuthCA = "auth-ca"
 	// RotateAnnotation requests an immediate rotation when its value changes.
 	RotateAnnotation = "auth.agrenting.io/rotate"
 	// RestartedForAnnotation is set on each restart target's pod template to
@@ -81,4 +87,19 @@ const (
 	// ReasonExpired: spec.expiresAt has passed; the key no longer authenticates.
 	ReasonExpired         = "Expired"
 	ReasonReconcileFailed = "ReconcileFailed"
+)
+
+// The auth endpoint's TLS (--auth-tls-secret-name): the CA's Secret, in the
+// webhook-certificate namespace, and the ConfigMap that publishes the CA to
+// clients, in the operator namespace, are both named AuthCAName.
+const (
+	AuthCAName = "agentcred-auth-ca"
+	// AuthCACertKey holds the CA certificate (PEM) in the CA Secret, the
+	// bundle clients trust in the ConfigMap and in the serving Secret.
+	AuthCACertKey = "ca.crt"
+	// AuthCAKeyKey holds the CA's private key, in the CA Secret only.
+	AuthCAKeyKey = "ca.key"
+	// AuthCAPreviousKey holds the CA a renewal replaced, trusted alongside
+	// the new one until it expires.
+	AuthCAPreviousKey = "previous-ca.crt"
 )

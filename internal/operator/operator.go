@@ -232,6 +232,16 @@ func setupController(mgr manager.Manager, o *Options, deps Deps) (*controllers.M
 	if err := claims.SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
+	if o.AuthTLSSecretName != "" {
+		if err := mgr.Add(&controllers.AuthTLSIssuer{
+			Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
+			Namespace: o.OperatorNamespace, CANamespace: o.WebhookCertNamespace,
+			SecretName: o.AuthTLSSecretName, ServiceName: o.AuthServiceName,
+			Clock: deps.Clock, Log: ctrl.Log.WithName("auth-tls"),
+		}); err != nil {
+			return nil, err
+		}
+	}
 	return metrics, mgr.Add(&controllers.SessionKeyRotator{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Namespace: o.OperatorNamespace,
 		Clock: deps.Clock, Every: o.SessionKeyRotation, MaxTTL: maxSessionTTL,

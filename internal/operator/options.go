@@ -11,6 +11,7 @@ import (
 
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
 	"github.com/agrenting/agentcred/controllers"
 	"github.com/agrenting/agentcred/internal/authserver"
 	"github.com/agrenting/agentcred/internal/tenancy"
@@ -70,9 +71,16 @@ type Options struct {
 
 	AuthAddr string
 	// GRPCAuthAddr serves Envoy ext_authz over gRPC ("0": off).
-	GRPCAuthAddr       string
-	AuthTLSCertFile    string
-	AuthTLSKeyFile     string
+	GRPCAuthAddr    string
+	AuthTLSCertFile string
+	AuthTLSKeyFile  string
+	// AuthTLSSecretName, when set, has the controller issue and renew the
+	// auth endpoint's serving certificate into this Secret (CA in
+	// WebhookCertNamespace, bundle in the ConfigMap agentcred-auth-ca).
+	AuthTLSSecretName string
+	// AuthServiceName is the auth endpoint's Service, whose DNS names the
+	// certificate carries.
+	AuthServiceName    string
 	AuthMaxConnections int
 	SessionTTL         time.Duration
 	SessionKeyRotation time.Duration
@@ -108,6 +116,7 @@ func DefaultOptions() Options {
 		WebhookServiceName:      "agentcred-webhook-service",
 		WebhookConfigName:       "agentcred-validating-webhook-configuration",
 		AuthAddr:                ":8082",
+		AuthServiceName:         "agentcred-auth",
 		GRPCAuthAddr:            "0",
 		AuthMaxConnections:      2048,
 		SessionTTL:              time.Hour,
@@ -152,6 +161,9 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 		"Address of the Envoy ext_authz gRPC server (envoy.service.auth.v3.Authorization), with the auth endpoint; 0 disables it. TLS from --auth-tls-cert-file/--auth-tls-key-file.")
 	fs.StringVar(&o.AuthTLSCertFile, "auth-tls-cert-file", o.AuthTLSCertFile, "Serve the auth endpoint over TLS with this certificate (and --auth-tls-key-file).")
 	fs.StringVar(&o.AuthTLSKeyFile, "auth-tls-key-file", o.AuthTLSKeyFile, "Private key for --auth-tls-cert-file.")
+	fs.StringVar(&o.AuthTLSSecretName, "auth-tls-secret-name", o.AuthTLSSecretName,
+		"With the controller: issue and renew the auth endpoint's serving certificate (for --auth-service-name) into this kubernetes.io/tls Secret in the operator namespace, its CA into the Secret "+authv1alpha1.AuthCAName+" in --webhook-cert-namespace, and publish the CA bundle for clients in the ConfigMap "+authv1alpha1.AuthCAName+" in the operator namespace; empty: off.")
+	fs.StringVar(&o.AuthServiceName, "auth-service-name", o.AuthServiceName, "Service in front of the auth endpoint (the serving certificate's DNS names: <name>.<operator namespace>.svc and .svc.cluster.local).")
 	fs.IntVar(&o.AuthMaxConnections, "auth-max-connections", o.AuthMaxConnections, "Concurrent connections the auth endpoint accepts; more wait in the listen backlog.")
 	fs.DurationVar(&o.SessionTTL, "session-ttl", o.SessionTTL, "Lifetime of session tokens (at most 24h); spec.sessionTTL caps it per credential.")
 	fs.DurationVar(&o.SessionKeyRotation, "session-key-rotation", o.SessionKeyRotation, "How often a new session signing key takes over.")

@@ -121,11 +121,32 @@ func key(o *unstructured.Unstructured) string {
 }
 
 // comparable is an object without what is allowed to differ: metadata labels
-// (Helm's release labels, kustomize's managed-by).
+// (Helm's release labels, kustomize's managed-by) and empty lists, which
+// the API server treats as absent (a kustomize `$patch: delete` of the last
+// volume leaves `volumes: []`).
 func comparable(o *unstructured.Unstructured) map[string]any {
 	c := o.DeepCopy()
 	unstructured.RemoveNestedField(c.Object, "metadata", "labels")
+	dropEmptyLists(c.Object)
 	return c.Object
+}
+
+func dropEmptyLists(m map[string]any) {
+	for k, v := range m {
+		switch v := v.(type) {
+		case []any:
+			if len(v) == 0 {
+				delete(m, k)
+			}
+			for _, e := range v {
+				if em, ok := e.(map[string]any); ok {
+					dropEmptyLists(em)
+				}
+			}
+		case map[string]any:
+			dropEmptyLists(v)
+		}
+	}
 }
 
 func byKey(objs []*unstructured.Unstructured) map[string]*unstructured.Unstructured {
@@ -168,6 +189,9 @@ func everyOption() map[string]any {
 	auth["autoscaling"] = map[string]any{"enabled": false}
 	auth["replicas"] = 4
 	auth["grpc"] = map[string]any{"enabled": false}
+	// TLS from a certificate of one's own (cert-manager) instead of the
+	// controller's.
+	auth["tls"] = map[string]any{"enabled": false}
 	auth["extraArgs"] = []any{"--auth-tls-cert-file=/certs/tls.crt", "--auth-tls-key-file=/certs/tls.key"}
 	auth["extraVolumes"] = []any{map[string]any{"name": "certs", "secret": map[string]any{"secretName": "agentcred-auth-tls"}}}
 	auth["extraVolumeMounts"] = []any{map[string]any{"name": "certs", "mountPath": "/certs", "readOnly": true}}
@@ -196,6 +220,7 @@ func TestChartRendersTheKustomizeInstall(t *testing.T) {
 		{"default", map[string]any{"namespace": map[string]any{"create": true}}},
 		{"overlays/cert-manager", map[string]any{"namespace": map[string]any{"create": true}, "webhook": map[string]any{"certificates": "cert-manager"}}},
 		{"overlays/prometheus", map[string]any{"namespace": map[string]any{"create": true}, "metrics": map[string]any{"serviceMonitor": map[string]any{"enabled": true}, "prometheusRule": map[string]any{"enabled": true}}}},
+		{"overlays/plain-http", map[string]any{"namespace": map[string]any{"create": true}, "auth": map[string]any{"tls": map[string]any{"enabled": false}}}},
 	} {
 		t.Run(tc.overlay, func(t *testing.T) {
 			rendered, err := template(t, tc.values)
@@ -269,6 +294,8 @@ func TestChartAppliesEveryOption(t *testing.T) {
 		HaveKeyWithValue("limits", HaveKeyWithValue("memory", "1Gi")))))
 	g.Expect(container(auth)["args"]).NotTo(ContainElement(HavePrefix("--grpc-auth-bind-address")))
 	g.Expect(container(auth)["args"]).To(ContainElement("--auth-tls-cert-file=/certs/tls.crt"))
+	g.Expect(container(auth)["args"]).NotTo(ContainElement("--auth-tls-cert-file=/etc/agentcred/tls/tls.crt"))
+	g.Expect(container(manager)["args"]).NotTo(ContainElement(HavePrefix("--auth-tls-secret-name")))
 	g.Expect(container(auth)["volumeMounts"]).To(ConsistOf(HaveKeyWithValue("mountPath", "/certs")))
 	g.Expect(nested(auth, "spec", "template", "spec", "volumes")).To(ConsistOf(HaveKeyWithValue("name", "certs")))
 	g.Expect(nested(objs["Service "+namespace+"/agentcred-auth"], "spec", "ports")).To(ConsistOf(HaveKeyWithValue("name", "auth")))

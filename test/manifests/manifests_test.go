@@ -95,7 +95,7 @@ func TestEveryKustomizationPassesServerSideDryRun(t *testing.T) {
 	stubCRD(t, "monitoring.coreos.com", "ServiceMonitor", "servicemonitors")
 	stubCRD(t, "monitoring.coreos.com", "PrometheusRule", "prometheusrules")
 	ensureNamespace(t, operatorNamespace)
-	for _, dir := range []string{"default", "overlays/cert-manager", "overlays/prometheus", "crd"} {
+	for _, dir := range []string{"default", "overlays/cert-manager", "overlays/prometheus", "overlays/plain-http", "crd"} {
 		t.Run(dir, func(t *testing.T) {
 			objs := render(t, dir)
 			if len(objs) == 0 {
@@ -133,8 +133,9 @@ func TestDefaultInstallShape(t *testing.T) {
 	g.Expect(deployments).To(HaveKey("agentcred-controller-manager"))
 	g.Expect(deployments).To(HaveKey("agentcred-auth"))
 	wantArgs := map[string][]string{
-		"agentcred-controller-manager": {"--leader-elect", "--enable-auth-endpoint=false", "--metrics-secure", "--webhook-cert-namespace=" + webhookCertNamespace},
-		"agentcred-auth":               {"--enable-controller=false", "--enable-webhook=false", "--metrics-secure"},
+		"agentcred-controller-manager": {"--leader-elect", "--enable-auth-endpoint=false", "--metrics-secure", "--webhook-cert-namespace=" + webhookCertNamespace, "--auth-tls-secret-name=agentcred-auth-tls"},
+		// TLS by default, from the Secret the controller keeps.
+		"agentcred-auth": {"--enable-controller=false", "--enable-webhook=false", "--metrics-secure", "--auth-tls-cert-file=/etc/agentcred/tls/tls.crt", "--auth-tls-key-file=/etc/agentcred/tls/tls.key"},
 	}
 	wantSA := map[string]string{"agentcred-controller-manager": "agentcred-controller-manager", "agentcred-auth": "agentcred-auth"}
 	for name, d := range deployments {
@@ -161,6 +162,10 @@ func TestDefaultInstallShape(t *testing.T) {
 		seccomp, _, _ := unstructured.NestedString(d.Object, "spec", "template", "spec", "securityContext", "seccompProfile", "type")
 		g.Expect(seccomp).To(Equal("RuntimeDefault"))
 	}
+	// The auth pods mount the whole certificate Secret (never subPath, so
+	// renewals reach them).
+	vols, _, _ := unstructured.NestedSlice(deployments["agentcred-auth"].Object, "spec", "template", "spec", "volumes")
+	g.Expect(vols).To(ContainElement(HaveKeyWithValue("secret", HaveKeyWithValue("secretName", "agentcred-auth-tls"))))
 	g.Expect(byKind["PodDisruptionBudget"]).To(HaveLen(2))
 	g.Expect(byKind["HorizontalPodAutoscaler"]).To(HaveLen(1))
 	target, _, _ := unstructured.NestedString(byKind["HorizontalPodAutoscaler"][0].Object, "spec", "scaleTargetRef", "name")
@@ -212,7 +217,14 @@ func applyRBAC(t *testing.T, dir string) {
 }
 
 // can asks the API server whether user may do verb on resource (in ns, "" = cluster-wide).
+// can asks the API server whether the ServiceAccount user (of the operator
+// namespace) may verb the resource.
 func can(t *testing.T, user, verb, group, resource, ns, name string) bool {
+	t.Helper()
+	return canAs(t, user, []string{"system:serviceaccounts", "system:serviceaccounts:" + operatorNamespace, "system:authenticated"}, verb, group, resource, ns, name)
+}
+
+func canAs(t *testing.T, user string, groups []string, verb, group, resource, ns, name string) bool {
 	t.Helper()
 	cs, err := kubernetes.NewForConfig(apiConfig)
 	if err != nil {
@@ -220,7 +232,7 @@ func can(t *testing.T, user, verb, group, resource, ns, name string) bool {
 	}
 	review, err := cs.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{
 		User:   user,
-		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + operatorNamespace, "system:authenticated"},
+		Groups: groups,
 		ResourceAttributes: &authzv1.ResourceAttributes{
 			Verb: verb, Group: group, Resource: resource, Namespace: ns, Name: name,
 		},

@@ -31,6 +31,13 @@ const (
 
 func isAlreadyExists(err error) bool { return apierrors.IsAlreadyExists(err) }
 
+// impersonatingUser is a client acting as user in groups.
+func impersonatingUser(user string, groups ...string) *rest.Config {
+	cfg := rest.CopyConfig(apiConfig)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: groups}
+	return cfg
+}
+
 func impersonating(user string) *rest.Config {
 	cfg := rest.CopyConfig(apiConfig)
 	cfg.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + operatorNamespace, "system:authenticated"}}
@@ -69,6 +76,10 @@ func TestAuthServiceAccountReadsOnlyTheOperatorNamespace(t *testing.T) {
 		g.Expect(can(t, authSA, verb, "", "secrets", webhookCertNamespace, "agentcred-webhook-server-cert")).To(BeFalse(), "auth may not %s the webhook's certificate", verb)
 	}
 	g.Expect(can(t, authSA, "list", "auth.agrenting.io", "identityclaims", "", "")).To(BeFalse())
+	// Nor the CA of its own certificate: a compromised endpoint cannot mint
+	// certificates, and cannot change the CA its clients trust.
+	g.Expect(can(t, authSA, "get", "", "secrets", webhookCertNamespace, authv1alpha1.AuthCAName)).To(BeFalse())
+	g.Expect(can(t, authSA, "update", "", "configmaps", operatorNamespace, authv1alpha1.AuthCAName)).To(BeFalse())
 	// It may ask the API server who a metrics scraper is and what it may do.
 	g.Expect(can(t, authSA, "create", "authentication.k8s.io", "tokenreviews", "", "")).To(BeTrue())
 	g.Expect(can(t, authSA, "create", "authorization.k8s.io", "subjectaccessreviews", "", "")).To(BeTrue())
@@ -92,6 +103,8 @@ func TestManagerServiceAccountHasWhatItNeedsAndNoMore(t *testing.T) {
 		{"watch", "apps", "deployments", ""}, {"patch", "apps", "deployments", "team-a"},
 		{"watch", "apps", "statefulsets", ""}, {"patch", "apps", "statefulsets", "team-a"},
 		{"watch", "apps", "daemonsets", ""}, {"patch", "apps", "daemonsets", "team-a"},
+		// The auth endpoint's CA bundle, published for clients.
+		{"create", "", "configmaps", operatorNamespace},
 	}
 	for _, a := range allowed {
 		g.Expect(can(t, managerSA, a.verb, a.group, a.resource, a.ns, "")).To(BeTrue(), "manager needs %s %s/%s in %q", a.verb, a.group, a.resource, a.ns)
@@ -112,6 +125,17 @@ func TestManagerServiceAccountHasWhatItNeedsAndNoMore(t *testing.T) {
 	// It updates its own webhook configuration and no other.
 	g.Expect(can(t, managerSA, "update", "admissionregistration.k8s.io", "validatingwebhookconfigurations", "", "agentcred-validating-webhook-configuration")).To(BeTrue())
 	g.Expect(can(t, managerSA, "update", "admissionregistration.k8s.io", "validatingwebhookconfigurations", "", "someone-elses")).To(BeFalse())
+	// It writes the published CA bundle and no other ConfigMap.
+	g.Expect(can(t, managerSA, "update", "", "configmaps", operatorNamespace, authv1alpha1.AuthCAName)).To(BeTrue())
+	g.Expect(can(t, managerSA, "update", "", "configmaps", operatorNamespace, "kube-root-ca.crt")).To(BeFalse())
+	g.Expect(can(t, managerSA, "create", "", "configmaps", "team-a", "")).To(BeFalse())
+	// Anyone authenticated may read the bundle (a public certificate), and
+	// nothing else there.
+	for _, user := range []string{"system:serviceaccount:team-a:default", "alice@example.com"} {
+		g.Expect(canAs(t, user, []string{"system:authenticated"}, "get", "", "configmaps", operatorNamespace, authv1alpha1.AuthCAName)).To(BeTrue(), user)
+		g.Expect(canAs(t, user, []string{"system:authenticated"}, "get", "", "configmaps", operatorNamespace, "other")).To(BeFalse(), user)
+		g.Expect(canAs(t, user, []string{"system:authenticated"}, "list", "", "configmaps", operatorNamespace, "")).To(BeFalse(), user)
+	}
 
 	// The proof that it suffices: run the controller as that ServiceAccount.
 	cfg := impersonating(managerSA)

@@ -1,0 +1,236 @@
+// Package authcert makes the auth endpoint's serving certificate and the CA
+// that signs it, and decides when either is due for renewal. It is pure:
+// callers pass the time and store the PEM where they like (the controller
+// keeps the CA's key in the webhook-certificate namespace, which the auth
+// endpoint cannot read, and gives the endpoint only its own certificate and
+// key). ECDSA P-256; the CA lives ten years, a serving certificate ninety
+// days, and each is renewed once two thirds of its lifetime have passed, as
+// cert-manager does by default.
+package authcert
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"slices"
+	"time"
+)
+
+// Lifetimes of what Issue and NewCA make.
+const (
+	CAValidity      = 10 * 365 * 24 * time.Hour
+	ServingValidity = 90 * 24 * time.Hour
+	// backdate covers clocks that run a little behind the issuer's.
+	backdate = 5 * time.Minute
+)
+
+// CA is a certificate authority: its certificate and private key.
+type CA struct {
+	Cert    *x509.Certificate
+	key     crypto.Signer
+	CertPEM []byte
+	KeyPEM  []byte
+}
+
+// NewCA makes a self-signed CA valid from now for CAValidity.
+func NewCA(now time.Time) (CA, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return CA{}, err
+	}
+	serial, err := serialNumber()
+	if err != nil {
+		return CA{}, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: "agentcred auth endpoint CA", Organization: []string{"agentcred"}},
+		NotBefore:             now.Add(-backdate),
+		NotAfter:              now.Add(CAValidity),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return CA{}, err
+	}
+	return parsedCA(der, key)
+}
+
+func parsedCA(der []byte, key *ecdsa.PrivateKey) (CA, error) {
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return CA{}, err
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return CA{}, err
+	}
+	return CA{
+		Cert: cert, key: key,
+		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
+	}, nil
+}
+
+// ParseCA reads a CA NewCA made back from its PEM. It refuses anything else:
+// not a CA, or a key that is not the certificate's.
+func ParseCA(certPEM, keyPEM []byte) (CA, error) {
+	cert, err := parseCertificate(certPEM)
+	if err != nil {
+		return CA{}, err
+	}
+	if !cert.IsCA {
+		return CA{}, errors.New("the certificate is not a CA")
+	}
+	if err := keyMatches(cert, keyPEM); err != nil {
+		return CA{}, fmt.Errorf("the private key: %w", err)
+	}
+	block, _ := pem.Decode(keyPEM)
+	key, err := x509.ParseECPrivateKey(block.Bytes)
+	if err != nil {
+		return CA{}, err
+	}
+	return parsedCA(cert.Raw, key)
+}
+
+// Issue makes a serving certificate for dnsNames, valid from now for
+// ServingValidity (never past the CA's own expiry).
+func (ca CA) Issue(dnsNames []string, now time.Time) (certPEM, keyPEM []byte, err error) {
+	if len(dnsNames) == 0 {
+		return nil, nil, errors.New("no DNS names")
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	serial, err := serialNumber()
+	if err != nil {
+		return nil, nil, err
+	}
+	notAfter := now.Add(ServingValidity)
+	if notAfter.After(ca.Cert.NotAfter) {
+		notAfter = ca.Cert.NotAfter
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: dnsNames[0]},
+		DNSNames:     dnsNames,
+		NotBefore:    now.Add(-backdate),
+		NotAfter:     notAfter,
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.key)
+	if err != nil {
+		return nil, nil, err
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), nil
+}
+
+// CADue says whether the CA in certPEM/keyPEM must be replaced at now, and
+// why: it is missing or unreadable, or two thirds of its lifetime have
+// passed (so serving certificates never outlive it and clients get years
+// to trust the next one).
+func CADue(certPEM, keyPEM []byte, now time.Time) (bool, string) {
+	ca, err := ParseCA(certPEM, keyPEM)
+	if err != nil {
+		return true, "no usable CA: " + err.Error()
+	}
+	if lifetimeMostlyGone(ca.Cert, now) {
+		return true, "two thirds of the CA's lifetime have passed"
+	}
+	return false, ""
+}
+
+// ServingDue says whether the serving certificate certPEM (with keyPEM)
+// must be reissued at now by ca for dnsNames, and why.
+func ServingDue(certPEM, keyPEM []byte, ca CA, dnsNames []string, now time.Time) (bool, string) {
+	cert, err := parseCertificate(certPEM)
+	if err != nil {
+		return true, "no usable certificate: " + err.Error()
+	}
+	if err := cert.CheckSignatureFrom(ca.Cert); err != nil {
+		return true, "signed by another CA"
+	}
+	if !slices.Equal(cert.DNSNames, dnsNames) {
+		return true, "its DNS names are not the endpoint's"
+	}
+	if err := keyMatches(cert, keyPEM); err != nil {
+		return true, "its private key does not match: " + err.Error()
+	}
+	if lifetimeMostlyGone(cert, now) {
+		return true, "two thirds of its lifetime have passed"
+	}
+	return false, ""
+}
+
+// keyMatches checks that keyPEM is cert's private key.
+func keyMatches(cert *x509.Certificate, keyPEM []byte) error {
+	block, _ := pem.Decode(keyPEM)
+	if block == nil {
+		return errors.New("no PEM private key")
+	}
+	key, err := x509.ParseECPrivateKey(block.Bytes)
+	if err != nil {
+		return err
+	}
+	if !key.PublicKey.Equal(cert.PublicKey) {
+		return errors.New("another key")
+	}
+	return nil
+}
+
+// Bundle is what clients trust: the current CA, and the previous one while
+// it is still valid at now, so that a client reading the bundle before the
+// endpoint's certificate changes CA keeps working through the change.
+func Bundle(current []byte, previous []byte, now time.Time) []byte {
+	out := bytes.Clone(current)
+	prev, err := parseCertificate(previous)
+	if err != nil || bytes.Equal(previous, current) || !now.Before(prev.NotAfter) {
+		return out
+	}
+	return append(out, previous...)
+}
+
+// FirstCertificate is the first PEM certificate of a bundle (the current CA
+// of a Bundle), or nil.
+func FirstCertificate(bundle []byte) []byte {
+	block, _ := pem.Decode(bundle)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil
+	}
+	return pem.EncodeToMemory(block)
+}
+
+func lifetimeMostlyGone(cert *x509.Certificate, now time.Time) bool {
+	lifetime := cert.NotAfter.Sub(cert.NotBefore)
+	return !now.Before(cert.NotBefore.Add(lifetime / 3 * 2))
+}
+
+func parseCertificate(certPEM []byte) (*x509.Certificate, error) {
+	block, _ := pem.Decode(certPEM)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, errors.New("no PEM certificate")
+	}
+	return x509.ParseCertificate(block.Bytes)
+}
+
+func serialNumber() (*big.Int, error) {
+	return rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
+}

@@ -1,0 +1,198 @@
+package authcert
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"strings"
+	"testing"
+	"time"
+)
+
+var (
+	t0    = time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	names = []string{"agentcred-auth.agentcred-system.svc", "agentcred-auth.agentcred-system.svc.cluster.local"}
+)
+
+func mustCA(t *testing.T, now time.Time) CA {
+	t.Helper()
+	ca, err := NewCA(now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca
+}
+
+func mustIssue(t *testing.T, ca CA, dnsNames []string, now time.Time) ([]byte, []byte) {
+	t.Helper()
+	cert, key, err := ca.Issue(dnsNames, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert, key
+}
+
+// TestIssuedCertificateVerifiesForTheEndpointOnly: a TLS client that trusts
+// the CA accepts the certificate for the endpoint's names, for serving, and
+// for nothing else.
+func TestIssuedCertificateVerifiesForTheEndpointOnly(t *testing.T) {
+	ca := mustCA(t, t0)
+	certPEM, keyPEM := mustIssue(t, ca, names, t0)
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatalf("not a usable TLS key pair: %v", err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(ca.CertPEM)
+	leaf := pair.Leaf
+	for _, tc := range []struct {
+		name string
+		opts x509.VerifyOptions
+		ok   bool
+	}{
+		{"the service name", x509.VerifyOptions{DNSName: names[0], Roots: roots, CurrentTime: t0}, true},
+		{"the cluster-local name", x509.VerifyOptions{DNSName: names[1], Roots: roots, CurrentTime: t0}, true},
+		{"another service", x509.VerifyOptions{DNSName: "agentcred-webhook-service.agentcred-system.svc", Roots: roots, CurrentTime: t0}, false},
+		{"as a client certificate", x509.VerifyOptions{DNSName: names[0], Roots: roots, CurrentTime: t0, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, false},
+		{"after ninety days", x509.VerifyOptions{DNSName: names[0], Roots: roots, CurrentTime: t0.Add(ServingValidity + time.Second)}, false},
+		{"without the CA", x509.VerifyOptions{DNSName: names[0], Roots: x509.NewCertPool(), CurrentTime: t0}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := leaf.Verify(tc.opts)
+			if (err == nil) != tc.ok {
+				t.Fatalf("verify: %v, want ok=%v", err, tc.ok)
+			}
+		})
+	}
+	if leaf.IsCA {
+		t.Fatal("a serving certificate must not be a CA")
+	}
+}
+
+func TestServingCertificateNeverOutlivesItsCA(t *testing.T) {
+	ca := mustCA(t, t0)
+	late := ca.Cert.NotAfter.Add(-24 * time.Hour)
+	certPEM, _ := mustIssue(t, ca, names, late)
+	cert, err := parseCertificate(certPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cert.NotAfter.After(ca.Cert.NotAfter) {
+		t.Fatalf("expires %v, after its CA %v", cert.NotAfter, ca.Cert.NotAfter)
+	}
+	if _, _, err := ca.Issue(nil, t0); err == nil {
+		t.Fatal("issued a certificate without names")
+	}
+}
+
+func TestCADue(t *testing.T) {
+	ca := mustCA(t, t0)
+	other := mustCA(t, t0)
+	lifetime := ca.Cert.NotAfter.Sub(ca.Cert.NotBefore)
+	twoThirds := ca.Cert.NotBefore.Add(lifetime / 3 * 2)
+	for _, tc := range []struct {
+		name      string
+		cert, key []byte
+		now       time.Time
+		due       bool
+		why       string
+	}{
+		{"fresh", ca.CertPEM, ca.KeyPEM, t0, false, ""},
+		{"just before two thirds", ca.CertPEM, ca.KeyPEM, twoThirds.Add(-time.Second), false, ""},
+		{"at two thirds", ca.CertPEM, ca.KeyPEM, twoThirds, true, "two thirds"},
+		{"missing", nil, nil, t0, true, "no usable CA"},
+		{"garbage", []byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"), ca.KeyPEM, t0, true, "no usable CA"},
+		{"another CA's key", ca.CertPEM, other.KeyPEM, t0, true, "private key"},
+		{"no key", ca.CertPEM, nil, t0, true, "private key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			due, why := CADue(tc.cert, tc.key, tc.now)
+			if due != tc.due || !strings.Contains(why, tc.why) {
+				t.Fatalf("CADue = %v %q, want %v containing %q", due, why, tc.due, tc.why)
+			}
+		})
+	}
+	leafPEM, leafKey := mustIssue(t, ca, names, t0)
+	if due, _ := CADue(leafPEM, leafKey, t0); !due {
+		t.Fatal("a serving certificate was taken for a CA")
+	}
+}
+
+func TestServingDue(t *testing.T) {
+	ca := mustCA(t, t0)
+	other := mustCA(t, t0)
+	certPEM, keyPEM := mustIssue(t, ca, names, t0)
+	foreignPEM, foreignKey := mustIssue(t, other, names, t0)
+	_, secondKey := mustIssue(t, ca, names, t0)
+	fewerPEM, fewerKey := mustIssue(t, ca, names[:1], t0)
+	cert, _ := parseCertificate(certPEM)
+	twoThirds := cert.NotBefore.Add(cert.NotAfter.Sub(cert.NotBefore) / 3 * 2)
+	for _, tc := range []struct {
+		name      string
+		cert, key []byte
+		now       time.Time
+		due       bool
+		why       string
+	}{
+		{"fresh", certPEM, keyPEM, t0, false, ""},
+		{"sixty days on", certPEM, keyPEM, twoThirds.Add(-time.Minute), false, ""},
+		{"at two thirds", certPEM, keyPEM, twoThirds, true, "two thirds"},
+		{"missing", nil, nil, t0, true, "no usable certificate"},
+		{"from another CA", foreignPEM, foreignKey, t0, true, "another CA"},
+		{"other names", fewerPEM, fewerKey, t0, true, "DNS names"},
+		{"a key that is not its own", certPEM, secondKey, t0, true, "private key"},
+		{"no key", certPEM, []byte("nope"), t0, true, "private key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			due, why := ServingDue(tc.cert, tc.key, ca, names, tc.now)
+			if due != tc.due || !strings.Contains(why, tc.why) {
+				t.Fatalf("ServingDue = %v %q, want %v containing %q", due, why, tc.due, tc.why)
+			}
+		})
+	}
+}
+
+func TestParseCARoundTrips(t *testing.T) {
+	ca := mustCA(t, t0)
+	back, err := ParseCA(ca.CertPEM, ca.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The parsed CA signs certificates the original's clients trust.
+	certPEM, keyPEM := mustIssue(t, back, names, t0)
+	if due, why := ServingDue(certPEM, keyPEM, ca, names, t0); due {
+		t.Fatalf("a certificate from the parsed CA: %s", why)
+	}
+	if !bytes.Equal(back.CertPEM, ca.CertPEM) || !bytes.Equal(back.KeyPEM, ca.KeyPEM) {
+		t.Fatal("PEM changed on a round trip")
+	}
+}
+
+func TestBundle(t *testing.T) {
+	current, previous := mustCA(t, t0), mustCA(t, t0.Add(-9*365*24*time.Hour))
+	for _, tc := range []struct {
+		name     string
+		previous []byte
+		now      time.Time
+		want     []byte
+	}{
+		{"no previous CA", nil, t0, current.CertPEM},
+		{"a valid previous CA", previous.CertPEM, t0, append(bytes.Clone(current.CertPEM), previous.CertPEM...)},
+		{"an expired previous CA", previous.CertPEM, previous.Cert.NotAfter, current.CertPEM},
+		{"the same CA", current.CertPEM, t0, current.CertPEM},
+		{"garbage", []byte("garbage"), t0, current.CertPEM},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := Bundle(current.CertPEM, tc.previous, tc.now)
+			if !bytes.Equal(got, tc.want) {
+				t.Fatalf("bundle:\n%s\nwant:\n%s", got, tc.want)
+			}
+			if !bytes.Equal(FirstCertificate(got), current.CertPEM) {
+				t.Fatal("the bundle does not start with the current CA")
+			}
+		})
+	}
+	if FirstCertificate([]byte("nope")) != nil {
+		t.Fatal("FirstCertificate of garbage")
+	}
+}

@@ -283,7 +283,8 @@ func waitReady(ctx context.Context, url string, errc <-chan error) error {
 func authCurl(o *operator.Options) string {
 	url := localURL(o.AuthAddr)
 	if o.AuthTLSCertFile == "" {
-		return "curl -i -H \"X-API-Key: $KEY\" " + url
+		// The banner says so: an installed endpoint serves TLS.
+		return "# plain HTTP on loopback (installed in a cluster, the endpoint serves TLS)\n  curl -i -H \"X-API-Key: $KEY\" " + url
 	}
 	return fmt.Sprintf("curl -i --cacert %s -H \"X-API-Key: $KEY\" %s", o.AuthTLSCertFile, "https"+strings.TrimPrefix(url, "http"))
 }

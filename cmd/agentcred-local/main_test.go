@@ -12,7 +12,7 @@ import (
 func TestAuthCurl(t *testing.T) {
 	plain := operator.DefaultOptions()
 	plain.AuthAddr = ":8082"
-	if got, want := authCurl(&plain), `curl -i -H "X-API-Key: $KEY" http://127.0.0.1:8082`; got != want {
+	if got, want := authCurl(&plain), "# plain HTTP on loopback (installed in a cluster, the endpoint serves TLS)\n  "+`curl -i -H "X-API-Key: $KEY" http://127.0.0.1:8082`; got != want {
 		t.Errorf("authCurl = %s, want %s", got, want)
 	}
 	withTLS := plain

@@ -179,7 +179,7 @@ func TestNginxSnippetIsTheTestedConfig(t *testing.T) {
 	for _, l := range lines[start : end+1] {
 		block = append(block, strings.TrimPrefix(l, "    "))
 	}
-	want := strings.NewReplacer("{{auth}}", "agentcred-auth.agentcred-system.svc:8082", "{{upstream}}", "backend").
+	want := strings.NewReplacer("{{auth}}", "agentcred-auth.agentcred-system.svc:8082", "{{upstream}}", "backend", "{{ca}}", "/etc/nginx/agentcred-ca.crt").
 		Replace("```nginx\n" + strings.Join(block, "\n") + "\n```")
 	for _, doc := range []string{"README.md", "docs/auth-endpoint.md"} {
 		if !strings.Contains(read(t, doc), want) {
@@ -220,7 +220,7 @@ func TestCaddySnippetIsTheTestedConfig(t *testing.T) {
 	if i < 0 {
 		t.Fatal("the tested Caddyfile has no site block")
 	}
-	want := strings.NewReplacer("http://{{listen}}", "api.example.com", "{{auth}}", "agentcred-auth.agentcred-system.svc:8082", "{{upstream}}", "backend:8080").
+	want := strings.NewReplacer("http://{{listen}}", "api.example.com", "{{auth}}", "agentcred-auth.agentcred-system.svc:8082", "{{upstream}}", "backend:8080", "{{ca}}", "/etc/caddy/agentcred-ca.crt").
 		Replace("```caddyfile\n" + strings.TrimRight(tmpl[i:], "\n") + "\n```")
 	if !strings.Contains(read(t, "README.md"), want) {
 		t.Error("README.md: the Caddy snippet differs from test/integration/testdata/Caddyfile.tmpl; copy its site block")

@@ -209,6 +209,7 @@ func TestNewcomerJourney(t *testing.T) {
 	r := startMakeRun(t)
 	g.Expect(r.kubeconfig).NotTo(BeEmpty(), "make run must print export KUBECONFIG=…")
 	g.Expect(r.output.String()).To(ContainSubstring("curl -i -H \"X-API-Key: $KEY\" " + r.authURL + "/auth/verify"))
+	g.Expect(r.output.String()).To(ContainSubstring("plain HTTP on loopback"), "make run must say its endpoint is plain HTTP")
 	g.Expect(r.output.String()).NotTo(ContainSubstring("check failed"), "make run's start must not log failed readiness checks")
 
 	// Apply the samples and wait for them.

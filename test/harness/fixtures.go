@@ -34,13 +34,15 @@ func VerifyStatus(base, key string) int {
 }
 
 // WithTokenWebhook writes into dir kube-apiserver's token-webhook kubeconfig
-// for an endpoint at server (…/tokenreview), trusting caPEM when it is set —
-// the file README documents — and returns the RunInput.Configure that points
+// for an endpoint at server (…/tokenreview), trusting caPEM when it is set
+// and checking the certificate is for serverName when that is set (the
+// Service name, when server is an address) — the file README documents —
+// and returns the RunInput.Configure that points
 // kube-apiserver at it, asking the webhook to vouch for audience (its
 // --api-audiences; agentcred vouches only for those it is told).
-func WithTokenWebhook(dir, server string, caPEM []byte, audience string) (func(*envtest.Environment), error) {
+func WithTokenWebhook(dir, server string, caPEM []byte, serverName, audience string) (func(*envtest.Environment), error) {
 	path := filepath.Join(dir, "token-webhook.kubeconfig")
-	if err := os.WriteFile(path, []byte(tokenWebhookKubeconfig(server, caPEM)), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(tokenWebhookKubeconfig(server, caPEM, serverName)), 0o600); err != nil {
 		return nil, err
 	}
 	return func(e *envtest.Environment) {
@@ -52,10 +54,13 @@ func WithTokenWebhook(dir, server string, caPEM []byte, audience string) (func(*
 	}, nil
 }
 
-func tokenWebhookKubeconfig(server string, caPEM []byte) string {
+func tokenWebhookKubeconfig(server string, caPEM []byte, serverName string) string {
 	ca := ""
 	if len(caPEM) > 0 {
 		ca = "\n    certificate-authority-data: " + base64.StdEncoding.EncodeToString(caPEM)
+	}
+	if serverName != "" {
+		ca += "\n    tls-server-name: " + serverName
 	}
 	return fmt.Sprintf(`apiVersion: v1
 kind: Config

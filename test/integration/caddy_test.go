@@ -24,6 +24,12 @@ var caddyConfigFile = filepath.Join(controlplane.RepoRoot(), "test", "integratio
 // tested Caddyfile in front of upstream, and returns its base URL.
 func startCaddy(t *testing.T, upstream string) string {
 	t.Helper()
+	return startCaddyFor(t, authAddr, upstream)
+}
+
+// startCaddyFor is startCaddy in front of the auth endpoint at auth.
+func startCaddyFor(t *testing.T, auth, upstream string) string {
+	t.Helper()
 	bin, err := exec.LookPath("caddy")
 	if err != nil {
 		if os.Getenv("CI") != "" {
@@ -37,7 +43,7 @@ func startCaddy(t *testing.T, upstream string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conf := strings.NewReplacer("{{listen}}", listen, "{{auth}}", authAddr, "{{upstream}}", upstream).Replace(string(tmpl))
+	conf := strings.NewReplacer("{{listen}}", listen, "{{auth}}", auth, "{{upstream}}", upstream, "{{ca}}", authCAFile).Replace(string(tmpl))
 	path := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -21,6 +22,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
+	"github.com/agrenting/agentcred/internal/authcert"
 	"github.com/agrenting/agentcred/internal/authserver"
 	"github.com/agrenting/agentcred/test/harness"
 )
@@ -61,7 +63,7 @@ func startNginxFor(t *testing.T, auth, upstream string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conf := strings.NewReplacer("{{dir}}", dir, "{{listen}}", listen, "{{auth}}", auth, "{{upstream}}", upstream).Replace(string(tmpl))
+	conf := strings.NewReplacer("{{dir}}", dir, "{{listen}}", listen, "{{auth}}", auth, "{{upstream}}", upstream, "{{ca}}", authCAFile).Replace(string(tmpl))
 	confPath := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
@@ -194,7 +196,9 @@ func TestNginxKeepsEveryStatus(t *testing.T) {
 	// 429: an endpoint that throttles (the suite's does not), behind its own nginx.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	g.Expect(err).NotTo(HaveOccurred())
-	throttling, err := authserver.New(authserver.NewIndex(), authserver.Options{Listener: ln, FailureRate: 0.01, FailureBurst: 1, Log: logr.Discard()})
+	throttling, err := authserver.New(authserver.NewIndex(), authserver.Options{
+		Listener: ln, FailureRate: 0.01, FailureBurst: 1, Log: logr.Discard(), TLSCertFile: authCertFile, TLSKeyFile: authKeyFile,
+	})
 	g.Expect(err).NotTo(HaveOccurred())
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -233,4 +237,35 @@ func throughProxy(t *testing.T, base string, headers ...string) proxied {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return proxied{resp.StatusCode, string(b), resp.Header}
+}
+
+// TestProxiesRefuseAnImpostorEndpoint: whoever answers at the auth
+// endpoint's address with a certificate from another CA — for the right
+// name, saying yes to every request — is not believed. Through the
+// documented nginx and Caddy configs no request reaches the upstream, since
+// they trust only the CA agentcred publishes.
+func TestProxiesRefuseAnImpostorEndpoint(t *testing.T) {
+	g := NewWithT(t)
+	other, err := authcert.NewCA(time.Now())
+	g.Expect(err).NotTo(HaveOccurred())
+	certPEM, keyPEM, err := other.Issue([]string{authServerName}, time.Now())
+	g.Expect(err).NotTo(HaveOccurred())
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	g.Expect(err).NotTo(HaveOccurred())
+	impostor := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set(authserver.HeaderAgentID, "00000000-0000-4000-8000-000000000000")
+		w.Header().Set(authserver.HeaderCredential, "kube-system/root")
+	}))
+	impostor.TLS = &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+	impostor.StartTLS()
+	defer impostor.Close()
+	reached := make(chan struct{}, 16)
+	upstream := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { reached <- struct{}{} }))
+	defer upstream.Close()
+	addr, up := strings.TrimPrefix(impostor.URL, "https://"), strings.TrimPrefix(upstream.URL, "http://")
+	for name, proxy := range map[string]string{"nginx": startNginxFor(t, addr, up), "caddy": startCaddyFor(t, addr, up)} {
+		r := throughProxy(t, proxy, "X-API-Key", "ak_anything")
+		g.Expect(r.status).To(BeNumerically(">=", 500), "%s believed an endpoint with another CA's certificate: %s", name, r.body)
+	}
+	g.Expect(reached).To(BeEmpty(), "a request reached the upstream")
 }

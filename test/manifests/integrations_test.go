@@ -22,6 +22,8 @@ import (
 var integrationCRDs = []struct{ module, file string }{
 	{"istio.io/api@v1.32.0", "kubernetes/customresourcedefinitions.gen.yaml"},
 	{"github.com/envoyproxy/gateway@v1.9.1", "charts/gateway-helm/charts/crds/crds/generated/gateway.envoyproxy.io_securitypolicies.yaml"},
+	// The Gateway API CRDs Envoy Gateway v1.9.1 ships (BackendTLSPolicy).
+	{"github.com/envoyproxy/gateway@v1.9.1", "charts/gateway-helm/charts/crds/crds/gatewayapi-crds.yaml"},
 }
 
 // moduleFile downloads module (module@version) from the Go module proxy,
@@ -53,12 +55,12 @@ func TestIntegrationManifestsPassTheirProjectsCRDs(t *testing.T) {
 	}
 	_, err := envtest.InstallCRDs(apiConfig, envtest.CRDInstallOptions{Paths: paths, ErrorIfPathMissing: true})
 	g.Expect(err).NotTo(HaveOccurred())
-	for _, ns := range []string{"billing", "istio-system"} {
+	for _, ns := range []string{"billing", "istio-system", operatorNamespace} {
 		ensureNamespace(t, ns)
 	}
 	files, err := filepath.Glob(filepath.Join(controlplane.RepoRoot(), "config", "integrations", "*", "*.yaml"))
 	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(len(files)).To(BeNumerically(">=", 4))
+	g.Expect(len(files)).To(BeNumerically(">=", 5))
 	for _, f := range files {
 		raw, err := os.ReadFile(f)
 		g.Expect(err).NotTo(HaveOccurred())

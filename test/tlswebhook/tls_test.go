@@ -145,7 +145,7 @@ func run(m *testing.M) int {
 	}
 	addr = ln.Addr().String()
 	// The kubeconfig README shows for the token webhook over TLS.
-	webhook, err := harness.WithTokenWebhook(dir, "https://"+addr+"/tokenreview", caPEM, apiAudience)
+	webhook, err := harness.WithTokenWebhook(dir, "https://"+addr+"/tokenreview", caPEM, "", apiAudience)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -17,7 +17,7 @@ if [[ ! -x "$bin" ]]; then
 fi
 packages=("$@")
 if [[ ${#packages[@]} -eq 0 ]]; then
-  packages=(internal/credential internal/session internal/rotation internal/rollout internal/tenancy internal/hashsecret internal/authserver)
+  packages=(internal/credential internal/session internal/rotation internal/rollout internal/tenancy internal/hashsecret internal/authcert internal/authserver)
 fi
 copy=$(mktemp -d /tmp/agentcred-mutate-XXXXXX)
 trap 'rm -rf "$copy"' EXIT

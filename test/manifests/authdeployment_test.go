@@ -192,7 +192,8 @@ func TestAuthDeploymentRunsAloneWithItsRBAC(t *testing.T) {
 		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: "prometheus", Namespace: "team-auth"}},
 	})).To(Succeed())
 	metricsURL := "https://" + metricsAddr + "/metrics"
-	g.Expect(status(mustRequest(metricsURL, ""))).To(Equal(http.StatusUnauthorized))
+	// The metrics server starts alongside the endpoint: wait for it to listen.
+	g.Eventually(func() int { return status(mustRequest(metricsURL, "")) }).WithTimeout(timeoutDuration).Should(Equal(http.StatusUnauthorized))
 	g.Expect(status(mustRequest(metricsURL, token("nosy")))).To(Equal(http.StatusForbidden))
 	prometheus := token("prometheus")
 	g.Eventually(func() int { return status(mustRequest(metricsURL, prometheus)) }).WithTimeout(timeoutDuration).Should(Equal(200))

@@ -24,14 +24,6 @@ import (
 	"time"
 )
 
-// Lifetimes of what Issue and NewCA make.
-const (
-	CAValidity      = 10 * 365 * 24 * time.Hour
-	ServingValidity = 90 * 24 * time.Hour
-	// backdate covers clocks that run a little behind the issuer's.
-	backdate = 5 * time.Minute
-)
-
 // CA is a certificate authority: its certificate and private key.
 type CA struct {
 	Cert    *x509.Certificate

@@ -69,6 +69,32 @@ func TestIssuedCertificateVerifiesForTheEndpointOnly(t *testing.T) {
 	}
 }
 
+// TestLifetimes pins what users are told: a CA lives ten years, a serving
+// certificate ninety days, each valid from five minutes before it was made.
+func TestLifetimes(t *testing.T) {
+	ca := mustCA(t, t0)
+	certPEM, _ := mustIssue(t, ca, names, t0)
+	cert, err := parseCertificate(certPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name                string
+		notBefore, notAfter time.Time
+		wantAfter           time.Time
+	}{
+		{"CA", ca.Cert.NotBefore, ca.Cert.NotAfter, t0.AddDate(10, 0, 0).Add(-72 * time.Hour)}, // 3650 days: ten years less the leap days of 2028, 2032 and 2036
+		{"serving", cert.NotBefore, cert.NotAfter, t0.AddDate(0, 0, 90)},
+	} {
+		if !tc.notBefore.Equal(t0.Add(-5 * time.Minute)) {
+			t.Errorf("%s: valid from %v, want five minutes before %v", tc.name, tc.notBefore, t0)
+		}
+		if !tc.notAfter.Equal(tc.wantAfter) {
+			t.Errorf("%s: valid until %v, want %v", tc.name, tc.notAfter, tc.wantAfter)
+		}
+	}
+}
+
 func TestServingCertificateNeverOutlivesItsCA(t *testing.T) {
 	ca := mustCA(t, t0)
 	late := ca.Cert.NotAfter.Add(-24 * time.Hour)

@@ -1,0 +1,11 @@
+package authcert
+
+import "time"
+
+// Lifetimes of what Issue and NewCA make (TestLifetimes pins each).
+const (
+	CAValidity      = 10 * 365 * 24 * time.Hour
+	ServingValidity = 90 * 24 * time.Hour
+	// backdate covers clocks that run a little behind the issuer's.
+	backdate = 5 * time.Minute
+)

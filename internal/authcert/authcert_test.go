@@ -111,18 +111,34 @@ func TestServingCertificateNeverOutlivesItsCA(t *testing.T) {
 	}
 }
 
+// dueCase is a row of a renewal decision's table: is (cert, key) due at now,
+// and does the reason say why.
+type dueCase struct {
+	name      string
+	cert, key []byte
+	now       time.Time
+	due       bool
+	why       string
+}
+
+func runDue(t *testing.T, cases []dueCase, decide func(cert, key []byte, now time.Time) (bool, string)) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			due, why := decide(tc.cert, tc.key, tc.now)
+			if due != tc.due || !strings.Contains(why, tc.why) {
+				t.Fatalf("due = %v %q, want %v containing %q", due, why, tc.due, tc.why)
+			}
+		})
+	}
+}
+
 func TestCADue(t *testing.T) {
 	ca := mustCA(t, t0)
 	other := mustCA(t, t0)
 	lifetime := ca.Cert.NotAfter.Sub(ca.Cert.NotBefore)
 	twoThirds := ca.Cert.NotBefore.Add(lifetime / 3 * 2)
-	for _, tc := range []struct {
-		name      string
-		cert, key []byte
-		now       time.Time
-		due       bool
-		why       string
-	}{
+	runDue(t, []dueCase{
 		{"fresh", ca.CertPEM, ca.KeyPEM, t0, false, ""},
 		{"just before two thirds", ca.CertPEM, ca.KeyPEM, twoThirds.Add(-time.Second), false, ""},
 		{"at two thirds", ca.CertPEM, ca.KeyPEM, twoThirds, true, "two thirds"},
@@ -130,14 +146,7 @@ func TestCADue(t *testing.T) {
 		{"garbage", []byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"), ca.KeyPEM, t0, true, "no usable CA"},
 		{"another CA's key", ca.CertPEM, other.KeyPEM, t0, true, "private key"},
 		{"no key", ca.CertPEM, nil, t0, true, "private key"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			due, why := CADue(tc.cert, tc.key, tc.now)
-			if due != tc.due || !strings.Contains(why, tc.why) {
-				t.Fatalf("CADue = %v %q, want %v containing %q", due, why, tc.due, tc.why)
-			}
-		})
-	}
+	}, CADue)
 	leafPEM, leafKey := mustIssue(t, ca, names, t0)
 	if due, _ := CADue(leafPEM, leafKey, t0); !due {
 		t.Fatal("a serving certificate was taken for a CA")
@@ -153,13 +162,7 @@ func TestServingDue(t *testing.T) {
 	fewerPEM, fewerKey := mustIssue(t, ca, names[:1], t0)
 	cert, _ := parseCertificate(certPEM)
 	twoThirds := cert.NotBefore.Add(cert.NotAfter.Sub(cert.NotBefore) / 3 * 2)
-	for _, tc := range []struct {
-		name      string
-		cert, key []byte
-		now       time.Time
-		due       bool
-		why       string
-	}{
+	runDue(t, []dueCase{
 		{"fresh", certPEM, keyPEM, t0, false, ""},
 		{"sixty days on", certPEM, keyPEM, twoThirds.Add(-time.Minute), false, ""},
 		{"at two thirds", certPEM, keyPEM, twoThirds, true, "two thirds"},
@@ -168,14 +171,7 @@ func TestServingDue(t *testing.T) {
 		{"other names", fewerPEM, fewerKey, t0, true, "DNS names"},
 		{"a key that is not its own", certPEM, secondKey, t0, true, "private key"},
 		{"no key", certPEM, []byte("nope"), t0, true, "private key"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			due, why := ServingDue(tc.cert, tc.key, ca, names, tc.now)
-			if due != tc.due || !strings.Contains(why, tc.why) {
-				t.Fatalf("ServingDue = %v %q, want %v containing %q", due, why, tc.due, tc.why)
-			}
-		})
-	}
+	}, func(cert, key []byte, now time.Time) (bool, string) { return ServingDue(cert, key, ca, names, now) })
 }
 
 func TestParseCARoundTrips(t *testing.T) {

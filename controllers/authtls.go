@@ -70,45 +70,36 @@ func (r *AuthTLSIssuer) Start(ctx context.Context) error {
 	}
 }
 
-// IssueOnce brings the CA, the serving certificate and the published
-// bundle up to date.
+// IssueOnce brings the CA, the published bundle and the serving
+// certificate up to date, in that order: clients can read a new CA before
+// anything is signed by it.
 func (r *AuthTLSIssuer) IssueOnce(ctx context.Context) error {
 	now := r.Clock.Now()
-	ca, bundle, err := r.ensureCA(ctx, now)
+	authority, err := r.ensureCA(ctx, now)
 	if err != nil {
 		return err
 	}
-	if err := r.ensureServing(ctx, ca, bundle, now); err != nil {
+	bundle := authority.Bundle(now)
+	if err := r.publish(ctx, bundle); err != nil {
 		return err
 	}
-	return r.publish(ctx, bundle)
+	return r.ensureServing(ctx, authority.Signing, bundle, now)
 }
 
-func (r *AuthTLSIssuer) ensureCA(ctx context.Context, now time.Time) (authcert.CA, []byte, error) {
+func (r *AuthTLSIssuer) ensureCA(ctx context.Context, now time.Time) (authcert.Authority, error) {
 	s, exists, err := r.getSecret(ctx, r.CANamespace, authv1alpha1.AuthCAName)
 	if err != nil {
-		return authcert.CA{}, nil, err
+		return authcert.Authority{}, err
 	}
-	certPEM, keyPEM := s.Data[authv1alpha1.AuthCACertKey], s.Data[authv1alpha1.AuthCAKeyKey]
-	if due, why := authcert.CADue(certPEM, keyPEM, now); !due {
-		ca, err := authcert.ParseCA(certPEM, keyPEM)
-		return ca, authcert.Bundle(certPEM, s.Data[authv1alpha1.AuthCAPreviousKey], now), err
-	} else if exists {
-		r.Log.Info("Replacing the auth endpoint's CA", "reason", why)
+	authority, changed, why, err := authcert.PlanAuthority(authcert.ParseAuthority(s.Data), r.DNSNames(), now)
+	if err != nil || !changed {
+		return authority, err
 	}
-	ca, err := authcert.NewCA(now)
-	if err != nil {
-		return authcert.CA{}, nil, err
+	if err := r.writeSecret(ctx, s, exists, secretSpec{r.CANamespace, authv1alpha1.AuthCAName, authv1alpha1.SecretRoleAuthCA, corev1.SecretTypeOpaque}, authority.Data()); err != nil {
+		return authcert.Authority{}, fmt.Errorf("writing the auth endpoint's CA: %w", err)
 	}
-	data := map[string][]byte{authv1alpha1.AuthCACertKey: ca.CertPEM, authv1alpha1.AuthCAKeyKey: ca.KeyPEM}
-	if authcert.FirstCertificate(certPEM) != nil {
-		data[authv1alpha1.AuthCAPreviousKey] = authcert.FirstCertificate(certPEM)
-	}
-	s.Type = corev1.SecretTypeOpaque
-	if err := r.writeSecret(ctx, s, exists, r.CANamespace, authv1alpha1.AuthCAName, authv1alpha1.SecretRoleAuthCA, data); err != nil {
-		return authcert.CA{}, nil, fmt.Errorf("writing the auth endpoint's CA: %w", err)
-	}
-	return ca, authcert.Bundle(ca.CertPEM, data[authv1alpha1.AuthCAPreviousKey], now), nil
+	r.Log.Info("Changed the auth endpoint's CA", "reason", why, "secret", r.CANamespace+"/"+authv1alpha1.AuthCAName)
+	return authority, nil
 }
 
 func (r *AuthTLSIssuer) ensureServing(ctx context.Context, ca authcert.CA, bundle []byte, now time.Time) error {
@@ -127,21 +118,25 @@ func (r *AuthTLSIssuer) ensureServing(ctx context.Context, ca authcert.CA, bundl
 		}
 	}
 	data := map[string][]byte{corev1.TLSCertKey: certPEM, corev1.TLSPrivateKeyKey: keyPEM, authv1alpha1.AuthCACertKey: bundle}
-	if exists && s.Type != corev1.SecretTypeTLS {
-		// The type is immutable: replace the Secret.
-		if err := r.Client.Delete(ctx, s); client.IgnoreNotFound(err) != nil {
-			return err
-		}
-		exists = false
-	}
-	s.Type = corev1.SecretTypeTLS
-	if err := r.writeSecret(ctx, s, exists, r.Namespace, r.SecretName, authv1alpha1.SecretRoleAuthTLS, data); err != nil {
+	if err := r.writeSecret(ctx, s, exists, secretSpec{r.Namespace, r.SecretName, authv1alpha1.SecretRoleAuthTLS, corev1.SecretTypeTLS}, data); err != nil {
 		return fmt.Errorf("writing the auth endpoint's certificate: %w", err)
 	}
 	if due {
-		r.Log.Info("Issued the auth endpoint's certificate", "secret", r.SecretName, "dnsNames", r.DNSNames(), "reason", why)
+		r.Log.Info("Issued the auth endpoint's certificate", "secret", r.Namespace+"/"+r.SecretName, "dnsNames", r.DNSNames(), "reason", why)
 	}
 	return nil
+}
+
+// notOurs refuses to overwrite an object agentcred did not create: the
+// names are agentcred's, but an admin's (or cert-manager's) object under
+// one of them is theirs, and fighting over it every few minutes helps
+// nobody.
+func notOurs(kind, namespace, name string, labels map[string]string) error {
+	if labels[authv1alpha1.ManagedByLabel] == authv1alpha1.ManagedByValue {
+		return nil
+	}
+	return fmt.Errorf("%s %s/%s exists and is not agentcred's (no %s=%s label): agentcred does not overwrite it; delete it, or give agentcred another name (--auth-tls-secret-name)",
+		kind, namespace, name, authv1alpha1.ManagedByLabel, authv1alpha1.ManagedByValue)
 }
 
 // publish writes the CA bundle clients trust into the ConfigMap.
@@ -152,18 +147,19 @@ func (r *AuthTLSIssuer) publish(ctx context.Context, bundle []byte) error {
 		return err
 	}
 	exists := err == nil
-	labels := map[string]string{authv1alpha1.ManagedByLabel: authv1alpha1.ManagedByValue}
+	if exists {
+		if err := notOurs("ConfigMap", r.Namespace, authv1alpha1.AuthCAName, cm.Labels); err != nil {
+			return err
+		}
+	}
 	data := map[string]string{authv1alpha1.AuthCACertKey: string(bundle)}
-	if exists && maps.Equal(cm.Data, data) && cm.Labels[authv1alpha1.ManagedByLabel] == authv1alpha1.ManagedByValue {
+	if exists && maps.Equal(cm.Data, data) && len(cm.BinaryData) == 0 {
 		return nil
 	}
 	if !exists {
-		cm.ObjectMeta = metav1.ObjectMeta{Namespace: r.Namespace, Name: authv1alpha1.AuthCAName}
+		cm.ObjectMeta = metav1.ObjectMeta{Namespace: r.Namespace, Name: authv1alpha1.AuthCAName,
+			Labels: map[string]string{authv1alpha1.ManagedByLabel: authv1alpha1.ManagedByValue}}
 	}
-	if cm.Labels == nil {
-		cm.Labels = map[string]string{}
-	}
-	maps.Copy(cm.Labels, labels)
 	cm.Data, cm.BinaryData = data, nil
 	if exists {
 		err = r.Client.Update(ctx, cm)
@@ -173,7 +169,7 @@ func (r *AuthTLSIssuer) publish(ctx context.Context, bundle []byte) error {
 	if err != nil {
 		return fmt.Errorf("publishing the auth endpoint's CA: %w", err)
 	}
-	r.Log.Info("Published the auth endpoint's CA", "configMap", r.Namespace+"/"+authv1alpha1.AuthCAName)
+	r.Log.Info("Published the auth endpoint's CA bundle", "configMap", r.Namespace+"/"+authv1alpha1.AuthCAName)
 	return nil
 }
 
@@ -186,15 +182,35 @@ func (r *AuthTLSIssuer) getSecret(ctx context.Context, namespace, name string) (
 	return s, err == nil, err
 }
 
-func (r *AuthTLSIssuer) writeSecret(ctx context.Context, s *corev1.Secret, exists bool, namespace, name, role string, data map[string][]byte) error {
+// secretSpec is where a Secret the issuer keeps lives and what it is.
+type secretSpec struct {
+	namespace, name, role string
+	typ                   corev1.SecretType
+}
+
+// writeSecret writes data into the Secret of spec, s as read (exists says
+// whether it was there). It never takes over a Secret agentcred did not
+// create, and replaces one of the wrong type (immutable).
+func (r *AuthTLSIssuer) writeSecret(ctx context.Context, s *corev1.Secret, exists bool, spec secretSpec, data map[string][]byte) error {
+	if exists {
+		if err := notOurs("Secret", spec.namespace, spec.name, s.Labels); err != nil {
+			return err
+		}
+		if s.Type != spec.typ {
+			if err := r.Client.Delete(ctx, s); client.IgnoreNotFound(err) != nil {
+				return err
+			}
+			exists = false
+		}
+	}
 	if !exists {
-		s.ObjectMeta = metav1.ObjectMeta{Namespace: namespace, Name: name}
+		s = &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: spec.namespace, Name: spec.name}, Type: spec.typ}
 	}
 	if s.Labels == nil {
 		s.Labels = map[string]string{}
 	}
 	s.Labels[authv1alpha1.ManagedByLabel] = authv1alpha1.ManagedByValue
-	s.Labels[authv1alpha1.SecretRoleLabel] = role
+	s.Labels[authv1alpha1.SecretRoleLabel] = spec.role
 	s.Data = data
 	if exists {
 		return r.Client.Update(ctx, s)

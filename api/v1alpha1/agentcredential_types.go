@@ -276,13 +276,14 @@ type RestartTargetStatus struct {
 	Message string `json:"message,omitempty"`
 }
 
+// metadata.name is at most 63 characters (agentcred labels the Secrets it
+// creates with it): hack/crdmeta writes that into the CRD's schema, which no
+// marker can.
+
 // AgentCredential asks agentcred to issue a key into a Secret, keep its hash
 // for the auth endpoint and rotate it on a schedule.
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
-// metadata.name is at most 63 characters (agentcred labels the Secrets it
-// creates with it): hack/crdmeta writes that into the CRD's schema, which no
-// marker can.
 // +kubebuilder:validation:XValidation:rule="(has(oldSelf.spec.secretName) ? oldSelf.spec.secretName : oldSelf.metadata.name) == (has(self.spec.secretName) ? self.spec.secretName : self.metadata.name)",message="secretName is immutable (setting it to its default, the credential's own name, or removing it when it is that, is allowed)"
 // +kubebuilder:resource:shortName=agentcred;agc,categories=agentcred
 // +kubebuilder:printcolumn:name="Type",type=string,JSONPath=`.spec.type`

@@ -94,12 +94,8 @@ const (
 // clients, in the operator namespace, are both named AuthCAName.
 const (
 	AuthCAName = "agentcred-auth-ca"
-	// AuthCACertKey holds the CA certificate (PEM) in the CA Secret, the
-	// bundle clients trust in the ConfigMap and in the serving Secret.
+	// AuthCACertKey holds the bundle clients trust (PEM), in the ConfigMap
+	// and in the serving Secret. The CA Secret's own layout is
+	// internal/authcert's.
 	AuthCACertKey = "ca.crt"
-	// AuthCAKeyKey holds the CA's private key, in the CA Secret only.
-	AuthCAKeyKey = "ca.key"
-	// AuthCAPreviousKey holds the CA a renewal replaced, trusted alongside
-	// the new one until it expires.
-	AuthCAPreviousKey = "previous-ca.crt"
 )

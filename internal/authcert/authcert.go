@@ -9,7 +9,6 @@
 package authcert
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -32,8 +31,10 @@ type CA struct {
 	KeyPEM  []byte
 }
 
-// NewCA makes a self-signed CA valid from now for CAValidity.
-func NewCA(now time.Time) (CA, error) {
+// NewCA makes a self-signed CA valid from now for CAValidity, constrained
+// to sign for dnsNames only: a leaked bundle, added to a general trust
+// store by mistake, vouches for nothing else.
+func NewCA(now time.Time, dnsNames []string) (CA, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return CA{}, err
@@ -43,14 +44,16 @@ func NewCA(now time.Time) (CA, error) {
 		return CA{}, err
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: "agentcred auth endpoint CA", Organization: []string{"agentcred"}},
-		NotBefore:             now.Add(-backdate),
-		NotAfter:              now.Add(CAValidity),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLenZero:        true,
+		SerialNumber:                serial,
+		Subject:                     pkix.Name{CommonName: "agentcred auth endpoint CA", Organization: []string{"agentcred"}},
+		NotBefore:                   now.Add(-backdate),
+		NotAfter:                    now.Add(CAValidity),
+		KeyUsage:                    x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid:       true,
+		IsCA:                        true,
+		MaxPathLenZero:              true,
+		PermittedDNSDomains:         slices.Clone(dnsNames),
+		PermittedDNSDomainsCritical: true,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
@@ -135,19 +138,34 @@ func (ca CA) Issue(dnsNames []string, now time.Time) (certPEM, keyPEM []byte, er
 		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), nil
 }
 
-// CADue says whether the CA in certPEM/keyPEM must be replaced at now, and
-// why: it is missing or unreadable, or two thirds of its lifetime have
-// passed (so serving certificates never outlive it and clients get years
-// to trust the next one).
-func CADue(certPEM, keyPEM []byte, now time.Time) (bool, string) {
-	ca, err := ParseCA(certPEM, keyPEM)
-	if err != nil {
-		return true, "no usable CA: " + err.Error()
+// caState is what a CA can do at now for the endpoint's names.
+type caState int
+
+const (
+	// caSigns: valid, constrained to the names, a third of its life left.
+	caSigns caState = iota
+	// caAging: as caSigns, but two thirds of its lifetime have passed.
+	caAging
+	// caUnusable: missing, not valid yet, expired or for other names.
+	caUnusable
+)
+
+// assess says what ca can do at now for dnsNames, and why not when it
+// cannot sign.
+func assess(ca CA, dnsNames []string, now time.Time) (caState, string) {
+	switch {
+	case ca.Cert == nil:
+		return caUnusable, "none"
+	case now.Before(ca.Cert.NotBefore):
+		return caUnusable, "not valid yet"
+	case !now.Before(ca.Cert.NotAfter):
+		return caUnusable, "expired"
+	case !slices.Equal(ca.Cert.PermittedDNSDomains, dnsNames):
+		return caUnusable, "constrained to other names"
+	case due(ca.Cert, now):
+		return caAging, "two thirds of its lifetime have passed"
 	}
-	if lifetimeMostlyGone(ca.Cert, now) {
-		return true, "two thirds of the CA's lifetime have passed"
-	}
-	return false, ""
+	return caSigns, ""
 }
 
 // ServingDue says whether the serving certificate certPEM (with keyPEM)
@@ -166,7 +184,10 @@ func ServingDue(certPEM, keyPEM []byte, ca CA, dnsNames []string, now time.Time)
 	if err := keyMatches(cert, keyPEM); err != nil {
 		return true, "its private key does not match: " + err.Error()
 	}
-	if lifetimeMostlyGone(cert, now) {
+	if now.Before(cert.NotBefore) {
+		return true, "not valid yet"
+	}
+	if due(cert, now) {
 		return true, "two thirds of its lifetime have passed"
 	}
 	return false, ""
@@ -188,29 +209,8 @@ func keyMatches(cert *x509.Certificate, keyPEM []byte) error {
 	return nil
 }
 
-// Bundle is what clients trust: the current CA, and the previous one while
-// it is still valid at now, so that a client reading the bundle before the
-// endpoint's certificate changes CA keeps working through the change.
-func Bundle(current []byte, previous []byte, now time.Time) []byte {
-	out := bytes.Clone(current)
-	prev, err := parseCertificate(previous)
-	if err != nil || bytes.Equal(previous, current) || !now.Before(prev.NotAfter) {
-		return out
-	}
-	return append(out, previous...)
-}
-
-// FirstCertificate is the first PEM certificate of a bundle (the current CA
-// of a Bundle), or nil.
-func FirstCertificate(bundle []byte) []byte {
-	block, _ := pem.Decode(bundle)
-	if block == nil || block.Type != "CERTIFICATE" {
-		return nil
-	}
-	return pem.EncodeToMemory(block)
-}
-
-func lifetimeMostlyGone(cert *x509.Certificate, now time.Time) bool {
+// due: two thirds of cert's lifetime have passed at now.
+func due(cert *x509.Certificate, now time.Time) bool {
 	lifetime := cert.NotAfter.Sub(cert.NotBefore)
 	return !now.Before(cert.NotBefore.Add(lifetime / 3 * 2))
 }

@@ -16,7 +16,7 @@ var (
 
 func mustCA(t *testing.T, now time.Time) CA {
 	t.Helper()
-	ca, err := NewCA(now)
+	ca, err := NewCA(now, names)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,6 +66,16 @@ func TestIssuedCertificateVerifiesForTheEndpointOnly(t *testing.T) {
 	}
 	if leaf.IsCA {
 		t.Fatal("a serving certificate must not be a CA")
+	}
+	// The CA is constrained to the endpoint's names: a certificate it signed
+	// for any other name is worthless, even to a client that trusts it.
+	evilPEM, _ := mustIssue(t, ca, []string{"kubernetes.default.svc"}, t0)
+	evil, err := parseCertificate(evilPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := evil.Verify(x509.VerifyOptions{DNSName: "kubernetes.default.svc", Roots: roots, CurrentTime: t0}); err == nil {
+		t.Fatal("the CA vouched for a name outside its constraints")
 	}
 }
 
@@ -133,26 +143,6 @@ func runDue(t *testing.T, cases []dueCase, decide func(cert, key []byte, now tim
 	}
 }
 
-func TestCADue(t *testing.T) {
-	ca := mustCA(t, t0)
-	other := mustCA(t, t0)
-	lifetime := ca.Cert.NotAfter.Sub(ca.Cert.NotBefore)
-	twoThirds := ca.Cert.NotBefore.Add(lifetime / 3 * 2)
-	runDue(t, []dueCase{
-		{"fresh", ca.CertPEM, ca.KeyPEM, t0, false, ""},
-		{"just before two thirds", ca.CertPEM, ca.KeyPEM, twoThirds.Add(-time.Second), false, ""},
-		{"at two thirds", ca.CertPEM, ca.KeyPEM, twoThirds, true, "two thirds"},
-		{"missing", nil, nil, t0, true, "no usable CA"},
-		{"garbage", []byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"), ca.KeyPEM, t0, true, "no usable CA"},
-		{"another CA's key", ca.CertPEM, other.KeyPEM, t0, true, "private key"},
-		{"no key", ca.CertPEM, nil, t0, true, "private key"},
-	}, CADue)
-	leafPEM, leafKey := mustIssue(t, ca, names, t0)
-	if due, _ := CADue(leafPEM, leafKey, t0); !due {
-		t.Fatal("a serving certificate was taken for a CA")
-	}
-}
-
 func TestServingDue(t *testing.T) {
 	ca := mustCA(t, t0)
 	other := mustCA(t, t0)
@@ -171,6 +161,7 @@ func TestServingDue(t *testing.T) {
 		{"other names", fewerPEM, fewerKey, t0, true, "DNS names"},
 		{"a key that is not its own", certPEM, secondKey, t0, true, "private key"},
 		{"no key", certPEM, []byte("nope"), t0, true, "private key"},
+		{"not valid yet (issued by a clock running ahead)", certPEM, keyPEM, cert.NotBefore.Add(-time.Second), true, "not valid yet"},
 	}, func(cert, key []byte, now time.Time) (bool, string) { return ServingDue(cert, key, ca, names, now) })
 }
 
@@ -187,34 +178,5 @@ func TestParseCARoundTrips(t *testing.T) {
 	}
 	if !bytes.Equal(back.CertPEM, ca.CertPEM) || !bytes.Equal(back.KeyPEM, ca.KeyPEM) {
 		t.Fatal("PEM changed on a round trip")
-	}
-}
-
-func TestBundle(t *testing.T) {
-	current, previous := mustCA(t, t0), mustCA(t, t0.Add(-9*365*24*time.Hour))
-	for _, tc := range []struct {
-		name     string
-		previous []byte
-		now      time.Time
-		want     []byte
-	}{
-		{"no previous CA", nil, t0, current.CertPEM},
-		{"a valid previous CA", previous.CertPEM, t0, append(bytes.Clone(current.CertPEM), previous.CertPEM...)},
-		{"an expired previous CA", previous.CertPEM, previous.Cert.NotAfter, current.CertPEM},
-		{"the same CA", current.CertPEM, t0, current.CertPEM},
-		{"garbage", []byte("garbage"), t0, current.CertPEM},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got := Bundle(current.CertPEM, tc.previous, tc.now)
-			if !bytes.Equal(got, tc.want) {
-				t.Fatalf("bundle:\n%s\nwant:\n%s", got, tc.want)
-			}
-			if !bytes.Equal(FirstCertificate(got), current.CertPEM) {
-				t.Fatal("the bundle does not start with the current CA")
-			}
-		})
-	}
-	if FirstCertificate([]byte("nope")) != nil {
-		t.Fatal("FirstCertificate of garbage")
 	}
 }

@@ -37,6 +37,12 @@ func TestParseFlags(t *testing.T) {
 		"identity-claims":               {"--identity-claims=first-come"},
 		"claim-hold":                    {"--claim-hold=30s"},
 		"flag provided but not defined": {"--no-such-flag"},
+		// The auth endpoint reads the operator namespace's Secrets: its CA
+		// key must live elsewhere.
+		"--webhook-cert-namespace apart": {"--auth-tls-secret-name=agentcred-auth-tls"},
+	}
+	if _, err := ParseFlags([]string{"--auth-tls-secret-name=agentcred-auth-tls", "--webhook-cert-namespace=agentcred-webhook-certs"}); err != nil {
+		t.Fatalf("the install's TLS flags refused: %v", err)
 	}
 	for want, args := range bad {
 		if _, err := ParseFlags(args); err == nil || !strings.Contains(err.Error(), want) {

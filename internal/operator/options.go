@@ -206,6 +206,8 @@ func (o *Options) Complete() error {
 		return errors.New("--session-key-rotation must be at least 1h")
 	case (o.AuthTLSCertFile == "") != (o.AuthTLSKeyFile == ""):
 		return errors.New("--auth-tls-cert-file and --auth-tls-key-file go together")
+	case o.AuthTLSSecretName != "" && o.WebhookCertNamespace == o.OperatorNamespace:
+		return errors.New("--auth-tls-secret-name needs --webhook-cert-namespace apart from the operator namespace: the auth endpoint reads the Secrets there, and must not read its CA's key")
 	case !o.EnableController && !o.EnableAuthEndpoint && !o.EnableWebhook:
 		return errors.New("nothing to run: enable the controller, the webhook, the auth endpoint or several")
 	case o.WebhookCertManagement != SelfSignedCerts && o.WebhookCertManagement != ExternalCerts:

@@ -121,12 +121,16 @@ func key(o *unstructured.Unstructured) string {
 }
 
 // comparable is an object without what is allowed to differ: metadata labels
-// (Helm's release labels, kustomize's managed-by) and empty lists, which
-// the API server treats as absent (a kustomize `$patch: delete` of the last
-// volume leaves `volumes: []`).
+// (Helm's release labels, kustomize's managed-by), Helm's own resource
+// policy annotation, and empty lists, which the API server treats as absent
+// (a kustomize `$patch: delete` of the last volume leaves `volumes: []`).
 func comparable(o *unstructured.Unstructured) map[string]any {
 	c := o.DeepCopy()
 	unstructured.RemoveNestedField(c.Object, "metadata", "labels")
+	unstructured.RemoveNestedField(c.Object, "metadata", "annotations", "helm.sh/resource-policy")
+	if a, found, _ := unstructured.NestedMap(c.Object, "metadata", "annotations"); found && len(a) == 0 {
+		unstructured.RemoveNestedField(c.Object, "metadata", "annotations")
+	}
 	dropEmptyLists(c.Object)
 	return c.Object
 }
@@ -289,7 +293,8 @@ func TestChartAppliesEveryOption(t *testing.T) {
 	// Extra flags come after the chart's own, so the last value wins.
 	g.Expect(container(manager)["args"]).To(HaveExactElements(
 		"--leader-elect", "--metrics-bind-address=:8080", "--metrics-secure", "--health-probe-bind-address=:8081",
-		"--enable-auth-endpoint=false", "--webhook-cert-management=external", "--max-grace=12h", "--identity-claims=preassigned"))
+		"--enable-auth-endpoint=false", "--webhook-cert-management=external", "--webhook-cert-namespace=agentcred-webhook-certs",
+		"--max-grace=12h", "--identity-claims=preassigned"))
 	g.Expect(nested(manager, "spec", "template", "spec", "containers")).To(ContainElement(HaveKeyWithValue("resources",
 		HaveKeyWithValue("limits", HaveKeyWithValue("memory", "1Gi")))))
 	g.Expect(container(auth)["args"]).NotTo(ContainElement(HavePrefix("--grpc-auth-bind-address")))
@@ -303,7 +308,7 @@ func TestChartAppliesEveryOption(t *testing.T) {
 		Equal(map[string]any{"maxUnavailable": int64(1), "selector": map[string]any{"matchLabels": map[string]any{
 			"app.kubernetes.io/component": "manager", "app.kubernetes.io/name": "agentcred"}}}))
 	g.Expect(objs).To(HaveKey("Namespace /" + namespace))
-	g.Expect(objs).NotTo(HaveKey("Namespace /agentcred-webhook-certs"), "cert-manager needs no namespace for the built-in CA")
+	g.Expect(objs).To(HaveKey("Namespace /agentcred-webhook-certs"), "the auth endpoint's CA lives there, whoever issues the webhook's certificate")
 	g.Expect(objs).To(HaveKey("Certificate " + namespace + "/agentcred-serving-cert"))
 	g.Expect(objs).To(HaveKey("ServiceMonitor " + namespace + "/agentcred-metrics"))
 	g.Expect(objs).To(HaveKey("PrometheusRule " + namespace + "/agentcred-alerts"))
@@ -325,6 +330,7 @@ func TestChartRefusesBadValues(t *testing.T) {
 		{"unknown certificates", map[string]any{"webhook": map[string]any{"certificates": "vault"}}, "/webhook/certificates"},
 		{"bad namespace name", map[string]any{"webhook": map[string]any{"certNamespace": "Agent_Certs"}}, "/webhook/certNamespace"},
 		{"unknown pull policy", map[string]any{"image": map[string]any{"pullPolicy": "Sometimes"}}, "/image/pullPolicy"},
+		{"CAs where the auth endpoint reads", map[string]any{"webhook": map[string]any{"certNamespace": namespace}}, "must not be the release namespace"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := template(t, tc.values)
@@ -397,7 +403,7 @@ func get(t *testing.T, apiVersion, kind, ns, name string) (*unstructured.Unstruc
 // what others own — the CA the manager injected into the webhook
 // configuration and the replica count the HorizontalPodAutoscaler chose;
 // uninstall removes the operator but keeps the CRDs, and with them every
-// AgentCredential and agent Secret.
+// AgentCredential and agent Secret, and the namespace of the CAs.
 func TestHelmInstallUpgradeUninstall(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
@@ -471,4 +477,7 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 	}
 	_, err = get(t, "apiextensions.k8s.io/v1", "CustomResourceDefinition", "", "agentcredentials.auth.agrenting.io")
 	g.Expect(err).NotTo(HaveOccurred(), "helm uninstall keeps the CRDs, and so every AgentCredential")
+	certs, err := get(t, "v1", "Namespace", "", "agentcred-webhook-certs")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(certs.GetDeletionTimestamp()).To(BeNil(), "helm uninstall keeps the CAs' namespace, so a reinstall keeps the CAs clients trust")
 }

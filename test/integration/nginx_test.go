@@ -246,7 +246,7 @@ func throughProxy(t *testing.T, base string, headers ...string) proxied {
 // they trust only the CA agentcred publishes.
 func TestProxiesRefuseAnImpostorEndpoint(t *testing.T) {
 	g := NewWithT(t)
-	other, err := authcert.NewCA(time.Now())
+	other, err := authcert.NewCA(time.Now(), []string{authServerName})
 	g.Expect(err).NotTo(HaveOccurred())
 	certPEM, keyPEM, err := other.Issue([]string{authServerName}, time.Now())
 	g.Expect(err).NotTo(HaveOccurred())

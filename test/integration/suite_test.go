@@ -108,7 +108,7 @@ const authServerName = "agentcred-auth.agentcred-system.svc"
 // controller does (internal/authcert) and writes them into dir.
 func issueServingCert(dir string) ([]byte, error) {
 	now := time.Now()
-	ca, err := authcert.NewCA(now)
+	ca, err := authcert.NewCA(now, []string{authServerName, authServerName + ".cluster.local"})
 	if err != nil {
 		return nil, err
 	}

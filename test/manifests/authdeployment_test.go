@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
+	"github.com/agrenting/agentcred/internal/authcert"
 	"github.com/agrenting/agentcred/internal/operator"
 	"github.com/agrenting/agentcred/test/harness"
 )
@@ -91,10 +92,10 @@ func TestAuthDeploymentRunsAloneWithItsRBAC(t *testing.T) {
 	g.Expect(roots.AppendCertsFromPEM(caBundle)).To(BeTrue())
 	caSecret := &corev1.Secret{}
 	g.Expect(k8s.Get(ctx, client.ObjectKey{Namespace: webhookCertNamespace, Name: authv1alpha1.AuthCAName}, caSecret)).To(Succeed())
-	g.Expect(caSecret.Data).To(HaveKey(authv1alpha1.AuthCAKeyKey), "the CA key stays in the webhook-certificate namespace")
+	g.Expect(authcert.ParseAuthority(caSecret.Data).Signing.Cert).NotTo(BeNil(), "the CA and its key stay in the webhook-certificate namespace")
 	tlsSecret := &corev1.Secret{}
 	g.Expect(k8s.Get(ctx, client.ObjectKey{Namespace: operatorNamespace, Name: "agentcred-auth-tls"}, tlsSecret)).To(Succeed())
-	g.Expect(tlsSecret.Data).NotTo(HaveKey(authv1alpha1.AuthCAKeyKey), "the auth endpoint's Secret must not carry the CA key")
+	g.Expect(tlsSecret.Data).NotTo(HaveKey("ca.key"), "the auth endpoint's Secret must not carry the CA key")
 	const serverName = "agentcred-auth.agentcred-system.svc"
 	// Clients on the test's clock, which moves to the renewal below.
 	clientTLS := &tls.Config{RootCAs: roots, ServerName: serverName, MinVersion: tls.VersionTLS12, Time: clk.Now}

@@ -60,7 +60,7 @@ func TestIntegrationManifestsPassTheirProjectsCRDs(t *testing.T) {
 	}
 	files, err := filepath.Glob(filepath.Join(controlplane.RepoRoot(), "config", "integrations", "*", "*.yaml"))
 	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(len(files)).To(BeNumerically(">=", 5))
+	g.Expect(len(files)).To(BeNumerically(">=", 6))
 	for _, f := range files {
 		raw, err := os.ReadFile(f)
 		g.Expect(err).NotTo(HaveOccurred())

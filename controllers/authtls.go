@@ -56,18 +56,8 @@ func (r *AuthTLSIssuer) Start(ctx context.Context) error {
 	if every == 0 {
 		every = 5 * time.Minute
 	}
-	for {
-		wait := every
-		if err := r.IssueOnce(ctx); err != nil {
-			r.Log.Error(err, "Failed to keep the auth endpoint's TLS certificate")
-			wait = 10 * time.Second
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-r.Clock.After(wait):
-		}
-	}
+	repeat(ctx, r.Clock, every, nil, r.Log, "Failed to keep the auth endpoint's TLS certificate", r.IssueOnce)
+	return nil
 }
 
 // IssueOnce brings the CA, the published bundle and the serving

@@ -52,16 +52,24 @@ func (r *SessionKeyRotator) Start(ctx context.Context) error {
 		}
 		defer stop()
 	}
+	repeat(ctx, r.Clock, r.Every/4, wake, r.Log, "Failed to rotate session signing keys", r.RotateOnce)
+	return nil
+}
+
+// repeat runs once at once, then again every every (10 s after a failure,
+// which it logs as failed), and whenever wake fires (nil: never), until
+// ctx ends.
+func repeat(ctx context.Context, clk clock.Clock, every time.Duration, wake <-chan struct{}, log logr.Logger, failed string, once func(context.Context) error) {
 	for {
-		wait := r.Every / 4
-		if err := r.RotateOnce(ctx); err != nil {
-			r.Log.Error(err, "Failed to rotate session signing keys")
+		wait := every
+		if err := once(ctx); err != nil {
+			log.Error(err, failed)
 			wait = 10 * time.Second
 		}
 		select {
 		case <-ctx.Done():
-			return nil
-		case <-r.Clock.After(wait):
+			return
+		case <-clk.After(wait):
 		case <-wake:
 		}
 	}

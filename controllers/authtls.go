@@ -24,8 +24,11 @@ import (
 // a certificate for the endpoint's Service names in the kubernetes.io/tls
 // Secret SecretName in Namespace (which the auth pods mount; their
 // certificate watcher reloads it), and the CA bundle for clients in the
-// ConfigMap AuthCAName in Namespace. It renews each once two thirds of its
-// lifetime have passed, and rewrites whatever is missing or damaged.
+// ConfigMap AuthCAName in Namespace. It renews the certificate once two
+// thirds of its lifetime have passed, changes CA as authcert.PlanAuthority
+// says (announced in the bundle before it signs), rewrites whatever of its
+// own is missing or damaged, and never overwrites an object under these
+// names that it did not create.
 type AuthTLSIssuer struct {
 	Client    client.Client
 	APIReader client.Reader

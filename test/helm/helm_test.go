@@ -480,4 +480,9 @@ func TestHelmInstallUpgradeUninstall(t *testing.T) {
 	certs, err := get(t, "v1", "Namespace", "", "agentcred-webhook-certs")
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(certs.GetDeletionTimestamp()).To(BeNil(), "helm uninstall keeps the CAs' namespace, so a reinstall keeps the CAs clients trust")
+	// A reinstall takes the kept namespace (and the CAs in it) back.
+	reinstall := action.NewInstall(cfg)
+	reinstall.ReleaseName, reinstall.Namespace = releaseName, namespace
+	_, err = reinstall.Run(loadChart(t), nil)
+	g.Expect(err).NotTo(HaveOccurred(), "helm install after helm uninstall must adopt the kept namespace")
 }

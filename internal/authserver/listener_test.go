@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // writeSelfSigned writes a self-signed certificate for 127.0.0.1 with the
@@ -31,7 +33,8 @@ func writeSelfSigned(t *testing.T, certFile, keyFile string, serial int64) {
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "agentcred-test"},
 		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-		NotBefore:   time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		// Each serial expires a minute later than the one before.
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour + time.Duration(serial)*time.Minute),
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
@@ -158,4 +161,78 @@ func TestConnectionsAreBounded(t *testing.T) {
 		t.Fatalf("after the slot freed: %v", err)
 	}
 	resp.Body.Close()
+}
+
+// TestServedCertificateExpiryIsExported: the expiry of the certificate the
+// endpoint serves is a metric — absent before it serves one and without
+// TLS, the served certificate's NotAfter after, and the renewed one's once
+// the files change — so an alert sees a pod whose certificate stopped
+// being renewed before its clients do.
+func TestServedCertificateExpiryIsExported(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	writeSelfSigned(t, certFile, keyFile, 1)
+	notAfter := func() float64 {
+		pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return float64(pair.Leaf.NotAfter.Unix())
+	}
+	reg := prometheus.NewRegistry()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(NewIndex(), Options{Listener: ln, TLSCertFile: certFile, TLSKeyFile: keyFile, Registerer: reg, Log: logr.Discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const name = "agentcred_auth_certificate_expiration_timestamp_seconds"
+	if n := testutil.CollectAndCount(reg, name); n != 0 {
+		t.Fatalf("%d series before the endpoint serves a certificate", n)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Start(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	expiry := func() float64 {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == name {
+				return mf.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		return 0
+	}
+	want := notAfter()
+	waitFor(t, func() bool { return expiry() == want }, "the served certificate's expiry")
+	writeSelfSigned(t, certFile, keyFile, 2)
+	renewed := notAfter()
+	waitFor(t, func() bool { return expiry() == renewed }, "the renewed certificate's expiry")
+
+	plain, err := New(NewIndex(), Options{Registerer: prometheus.NewRegistry(), Log: logr.Discard()})
+	if err != nil || plain.served.Load() != nil {
+		t.Fatalf("a server without TLS holds a certificate: %v", err)
+	}
+}
+
+// waitFor polls cond for up to 15 s.
+func waitFor(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s after 15 s", what)
+		}
+		time.Sleep(20 * time.Millisecond) //nolint:forbidigo // polling with a deadline
+	}
 }

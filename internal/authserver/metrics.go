@@ -118,3 +118,27 @@ func registerIndexMetrics(reg prometheus.Registerer, index *Index) error {
 	}
 	return nil
 }
+
+// certificateExpiryDesc is the expiry of the certificate the endpoint
+// serves, as its certificate watcher holds it: a pod whose certificate
+// files stopped being renewed shows it here before clients refuse it.
+var certificateExpiryDesc = prometheus.NewDesc("agentcred_auth_certificate_expiration_timestamp_seconds",
+	"When the TLS certificate the auth endpoint serves expires (Unix seconds); absent without TLS.", nil, nil)
+
+// certificateExpiry exports certificateExpiryDesc at scrape time, and
+// nothing while the endpoint serves no certificate.
+type certificateExpiry struct{ s *Server }
+
+func (c certificateExpiry) Describe(ch chan<- *prometheus.Desc) { ch <- certificateExpiryDesc }
+
+func (c certificateExpiry) Collect(ch chan<- prometheus.Metric) {
+	w := c.s.served.Load()
+	if w == nil {
+		return
+	}
+	cert, err := w.GetCertificate(nil)
+	if err != nil || cert == nil || cert.Leaf == nil {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(certificateExpiryDesc, prometheus.GaugeValue, float64(cert.Leaf.NotAfter.Unix()))
+}

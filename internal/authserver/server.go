@@ -80,6 +80,8 @@ type Server struct {
 	limiter  *FailureLimiter
 	metrics  *serverMetrics
 	handler  http.Handler
+	// served is the certificate watcher of the TLS servers, once started.
+	served atomic.Pointer[certwatcher.CertWatcher]
 }
 
 // New returns a server answering from index.
@@ -98,6 +100,9 @@ func New(index *Index, opts Options) (*Server, error) {
 			return nil, fmt.Errorf("registering auth metrics: %w", err)
 		}
 		if err := registerIndexMetrics(opts.Registerer, index); err != nil {
+			return nil, fmt.Errorf("registering auth metrics: %w", err)
+		}
+		if err := opts.Registerer.Register(certificateExpiry{s}); err != nil {
 			return nil, fmt.Errorf("registering auth metrics: %w", err)
 		}
 	}
@@ -158,6 +163,7 @@ func (s *Server) tlsConfig(ctx context.Context) (*tls.Config, error) {
 			s.opts.Log.Error(err, "Stopped watching the TLS certificate")
 		}
 	}()
+	s.served.Store(watcher)
 	return &tls.Config{GetCertificate: watcher.GetCertificate, MinVersion: tls.VersionTLS12}, nil
 }
 

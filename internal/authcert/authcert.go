@@ -88,13 +88,9 @@ func ParseCA(certPEM, keyPEM []byte) (CA, error) {
 	if !cert.IsCA {
 		return CA{}, errors.New("the certificate is not a CA")
 	}
-	if err := keyMatches(cert, keyPEM); err != nil {
-		return CA{}, fmt.Errorf("the private key: %w", err)
-	}
-	block, _ := pem.Decode(keyPEM)
-	key, err := x509.ParseECPrivateKey(block.Bytes)
+	key, err := matchingKey(cert, keyPEM)
 	if err != nil {
-		return CA{}, err
+		return CA{}, fmt.Errorf("the private key: %w", err)
 	}
 	return parsedCA(cert.Raw, key)
 }
@@ -186,7 +182,7 @@ func ServingDue(certPEM, keyPEM []byte, ca CA, dnsNames []string, now time.Time)
 	if !slices.Equal(cert.DNSNames, dnsNames) {
 		return true, "its DNS names are not the endpoint's"
 	}
-	if err := keyMatches(cert, keyPEM); err != nil {
+	if _, err := matchingKey(cert, keyPEM); err != nil {
 		return true, "its private key does not match: " + err.Error()
 	}
 	if now.Before(cert.NotBefore) {
@@ -198,20 +194,20 @@ func ServingDue(certPEM, keyPEM []byte, ca CA, dnsNames []string, now time.Time)
 	return false, ""
 }
 
-// keyMatches checks that keyPEM is cert's private key.
-func keyMatches(cert *x509.Certificate, keyPEM []byte) error {
+// matchingKey reads keyPEM, which must be cert's private key.
+func matchingKey(cert *x509.Certificate, keyPEM []byte) (*ecdsa.PrivateKey, error) {
 	block, _ := pem.Decode(keyPEM)
 	if block == nil {
-		return errors.New("no PEM private key")
+		return nil, errors.New("no PEM private key")
 	}
 	key, err := x509.ParseECPrivateKey(block.Bytes)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if !key.PublicKey.Equal(cert.PublicKey) {
-		return errors.New("another key")
+		return nil, errors.New("another key")
 	}
-	return nil
+	return key, nil
 }
 
 // due: two thirds of cert's lifetime have passed at now.

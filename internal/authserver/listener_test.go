@@ -70,6 +70,14 @@ func startTLSServer(t *testing.T, certFile, keyFile string, maxConns int) string
 	if err != nil {
 		t.Fatal(err)
 	}
+	runServer(t, srv)
+	return ln.Addr().String()
+}
+
+// runServer starts srv until the test ends, and fails the test if it
+// stops with an error.
+func runServer(t *testing.T, srv *Server) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Start(ctx) }()
@@ -79,7 +87,6 @@ func startTLSServer(t *testing.T, certFile, keyFile string, maxConns int) string
 			t.Error(err)
 		}
 	})
-	return ln.Addr().String()
 }
 
 func servedSerial(addr string) (int64, error) {
@@ -192,15 +199,7 @@ func TestServedCertificateExpiryIsExported(t *testing.T) {
 	if n := testutil.CollectAndCount(reg, name); n != 0 {
 		t.Fatalf("%d series before the endpoint serves a certificate", n)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Start(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	runServer(t, srv)
 	expiry := func() float64 {
 		mfs, err := reg.Gather()
 		if err != nil {

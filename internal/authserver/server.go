@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -80,8 +81,12 @@ type Server struct {
 	limiter  *FailureLimiter
 	metrics  *serverMetrics
 	handler  http.Handler
-	// served is the certificate watcher of the TLS servers, once started.
-	served atomic.Pointer[certwatcher.CertWatcher]
+	// served is the certificate watcher the TLS servers share, once the
+	// first of them started it (tlsOnce).
+	served  atomic.Pointer[certwatcher.CertWatcher]
+	tlsOnce sync.Once
+	tlsCfg  *tls.Config
+	tlsErr  error
 }
 
 // New returns a server answering from index.
@@ -148,23 +153,28 @@ func (s *Server) httpServer() *http.Server {
 }
 
 // tlsConfig is the TLS configuration of both servers (nil without
-// certificate files): the certificate is watched and a renewed one served
-// without a restart, until ctx ends.
+// certificate files): one certificate watcher, started by the first server
+// to ask (the manager starts both with the same ctx) and kept until ctx
+// ends, so a renewed certificate is served without a restart.
 func (s *Server) tlsConfig(ctx context.Context) (*tls.Config, error) {
 	if s.opts.TLSCertFile == "" || s.opts.TLSKeyFile == "" {
 		return nil, nil
 	}
-	watcher, err := certwatcher.New(s.opts.TLSCertFile, s.opts.TLSKeyFile)
-	if err != nil {
-		return nil, err
-	}
-	go func() {
-		if err := watcher.Start(ctx); err != nil {
-			s.opts.Log.Error(err, "Stopped watching the TLS certificate")
+	s.tlsOnce.Do(func() {
+		watcher, err := certwatcher.New(s.opts.TLSCertFile, s.opts.TLSKeyFile)
+		if err != nil {
+			s.tlsErr = err
+			return
 		}
-	}()
-	s.served.Store(watcher)
-	return &tls.Config{GetCertificate: watcher.GetCertificate, MinVersion: tls.VersionTLS12}, nil
+		go func() {
+			if err := watcher.Start(ctx); err != nil {
+				s.opts.Log.Error(err, "Stopped watching the TLS certificate")
+			}
+		}()
+		s.served.Store(watcher)
+		s.tlsCfg = &tls.Config{GetCertificate: watcher.GetCertificate, MinVersion: tls.VersionTLS12}
+	})
+	return s.tlsCfg, s.tlsErr
 }
 
 // listen returns ln, or a new TCP listener on addr when ln is nil.

@@ -13,9 +13,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -120,11 +121,11 @@ func key(o *unstructured.Unstructured) string {
 	return fmt.Sprintf("%s %s/%s", o.GetKind(), o.GetNamespace(), o.GetName())
 }
 
-// comparable is an object without what is allowed to differ: metadata labels
+// normalized is an object without what is allowed to differ: metadata labels
 // (Helm's release labels, kustomize's managed-by), Helm's own resource
 // policy annotation, and empty lists, which the API server treats as absent
 // (a kustomize `$patch: delete` of the last volume leaves `volumes: []`).
-func comparable(o *unstructured.Unstructured) map[string]any {
+func normalized(o *unstructured.Unstructured) map[string]any {
 	c := o.DeepCopy()
 	unstructured.RemoveNestedField(c.Object, "metadata", "labels")
 	unstructured.RemoveNestedField(c.Object, "metadata", "annotations", "helm.sh/resource-policy")
@@ -238,7 +239,7 @@ func TestChartRendersTheKustomizeInstall(t *testing.T) {
 					t.Errorf("the chart does not render %s", k)
 					continue
 				}
-				if diff := cmp.Diff(comparable(want[k]), comparable(o)); diff != "" {
+				if diff := cmp.Diff(normalized(want[k]), normalized(o)); diff != "" {
 					t.Errorf("%s differs from config/%s (-kustomize +helm):\n%s", k, tc.overlay, diff)
 				}
 			}
@@ -355,12 +356,7 @@ func container(d *unstructured.Unstructured) map[string]any {
 }
 
 func sortedKeys(m map[string]*unstructured.Unstructured) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
+	return slices.Sorted(maps.Keys(m))
 }
 
 // helmConfig is what `helm --kubeconfig … -n agentcred-system` uses: an

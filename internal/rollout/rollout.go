@@ -6,6 +6,8 @@
 package rollout
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -13,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
+	"github.com/agrenting/agentcred/internal/credential"
 )
 
 // NewObject returns an empty workload of kind, or nil for an unknown kind.
@@ -156,10 +159,12 @@ func template(obj client.Object) *metav1.ObjectMeta {
 
 // Trim returns a cached copy of a workload with only what Assess and the
 // controller's watches read: identity, generation, replicas, paused, the
-// restarted-for annotation of the pod template, and status. The pod
-// template's spec, the selector and every other annotation are dropped, so
-// caching every workload in the cluster costs little. The controller only
-// patches workloads, never updates them from the cache.
+// restarted-for annotation of the pod template when it holds a keyID, and
+// the status counters Assess compares. The pod template's spec, the
+// selector, every other annotation and the status conditions are dropped,
+// so caching every workload in the cluster costs little whatever its
+// owner writes into it. The controller only patches workloads, never
+// updates them from the cache.
 func Trim(obj interface{}) (interface{}, error) {
 	meta := func(m metav1.ObjectMeta) metav1.ObjectMeta {
 		return metav1.ObjectMeta{
@@ -167,27 +172,70 @@ func Trim(obj interface{}) (interface{}, error) {
 			Generation: m.Generation, CreationTimestamp: m.CreationTimestamp, DeletionTimestamp: m.DeletionTimestamp,
 		}
 	}
-	tmpl := func(m metav1.ObjectMeta) metav1.ObjectMeta {
-		if v, ok := m.Annotations[authv1alpha1.RestartedForAnnotation]; ok {
-			return metav1.ObjectMeta{Annotations: map[string]string{authv1alpha1.RestartedForAnnotation: v}}
-		}
-		return metav1.ObjectMeta{}
-	}
 	switch w := obj.(type) {
 	case *appsv1.Deployment:
-		t := &appsv1.Deployment{TypeMeta: w.TypeMeta, ObjectMeta: meta(w.ObjectMeta), Status: w.Status}
+		t := &appsv1.Deployment{TypeMeta: w.TypeMeta, ObjectMeta: meta(w.ObjectMeta)}
 		t.Spec.Replicas, t.Spec.Paused = w.Spec.Replicas, w.Spec.Paused
-		t.Spec.Template.ObjectMeta = tmpl(w.Spec.Template.ObjectMeta)
+		t.Spec.Template.ObjectMeta = trimTemplate(w.Spec.Template.ObjectMeta)
+		s := w.Status
+		t.Status = appsv1.DeploymentStatus{ObservedGeneration: s.ObservedGeneration, Replicas: s.Replicas,
+			UpdatedReplicas: s.UpdatedReplicas, AvailableReplicas: s.AvailableReplicas}
 		return t, nil
 	case *appsv1.StatefulSet:
-		t := &appsv1.StatefulSet{TypeMeta: w.TypeMeta, ObjectMeta: meta(w.ObjectMeta), Status: w.Status}
+		t := &appsv1.StatefulSet{TypeMeta: w.TypeMeta, ObjectMeta: meta(w.ObjectMeta)}
 		t.Spec.Replicas = w.Spec.Replicas
-		t.Spec.Template.ObjectMeta = tmpl(w.Spec.Template.ObjectMeta)
+		t.Spec.Template.ObjectMeta = trimTemplate(w.Spec.Template.ObjectMeta)
+		s := w.Status
+		t.Status = appsv1.StatefulSetStatus{ObservedGeneration: s.ObservedGeneration, UpdatedReplicas: s.UpdatedReplicas,
+			ReadyReplicas: s.ReadyReplicas, UpdateRevision: boundedRevision(s.UpdateRevision), CurrentRevision: boundedRevision(s.CurrentRevision)}
 		return t, nil
 	case *appsv1.DaemonSet:
-		t := &appsv1.DaemonSet{TypeMeta: w.TypeMeta, ObjectMeta: meta(w.ObjectMeta), Status: w.Status}
-		t.Spec.Template.ObjectMeta = tmpl(w.Spec.Template.ObjectMeta)
+		t := &appsv1.DaemonSet{TypeMeta: w.TypeMeta, ObjectMeta: meta(w.ObjectMeta)}
+		t.Spec.Template.ObjectMeta = trimTemplate(w.Spec.Template.ObjectMeta)
+		s := w.Status
+		t.Status = appsv1.DaemonSetStatus{ObservedGeneration: s.ObservedGeneration, DesiredNumberScheduled: s.DesiredNumberScheduled,
+			UpdatedNumberScheduled: s.UpdatedNumberScheduled, NumberAvailable: s.NumberAvailable}
 		return t, nil
 	}
 	return obj, nil
+}
+
+// trimTemplate keeps the pod template's restarted-for annotation only when
+// its value is a keyID, the only thing agentcred writes there. Any other
+// value (a workload's owner may write up to 256 KiB) compares unequal to
+// every keyID, exactly as no annotation does, so dropping it changes no
+// decision: the controller restarts the workload for its key either way.
+func trimTemplate(m metav1.ObjectMeta) metav1.ObjectMeta {
+	if v := m.Annotations[authv1alpha1.RestartedForAnnotation]; IsKeyID(v) {
+		return metav1.ObjectMeta{Annotations: map[string]string{authv1alpha1.RestartedForAnnotation: v}}
+	}
+	return metav1.ObjectMeta{}
+}
+
+// IsKeyID reports whether s has the form of a keyID: credential.KeyIDLen
+// lower-case hex characters.
+func IsKeyID(s string) bool {
+	if len(s) != credential.KeyIDLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// maxRevisionLen is the longest StatefulSet revision kept as it is: the
+// StatefulSet controller names revisions like objects (at most 253
+// characters). A longer one was written by someone else; it is kept as its
+// digest, which compares equal exactly when the values do.
+const maxRevisionLen = 253
+
+func boundedRevision(s string) string {
+	if len(s) <= maxRevisionLen {
+		return s
+	}
+	sum := sha256.Sum256([]byte(s))
+	return "sha256:" + hex.EncodeToString(sum[:])
 }

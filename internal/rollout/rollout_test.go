@@ -1,6 +1,7 @@
 package rollout
 
 import (
+	"strings"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -150,5 +151,88 @@ func TestKinds(t *testing.T) {
 	}
 	if NewObject("CronJob") != nil || KindOf(&appsv1.ReplicaSet{}) != "" {
 		t.Error("unknown kinds must have no object and no kind")
+	}
+}
+
+// TestTrimDropsWhatTheOwnerWrote: a workload's owner chooses the value of
+// the restarted-for annotation (up to 256 KiB) and the status conditions;
+// the cache keeps a keyID and nothing else, and every decision is the same.
+func TestTrimDropsWhatTheOwnerWrote(t *testing.T) {
+	huge := strings.Repeat("x", 256<<10)
+	for _, tt := range []struct {
+		value string
+		kept  bool
+	}{
+		{key, true},
+		{"abcdef012345", true},
+		{huge, false},
+		{"0123456789abc", false}, // 13 characters
+		{"0123456789a", false},   // 11
+		{"0123456789AB", false},  // upper case: agentcred writes lower case
+		{"0123456789a/", false},  // '/' sorts just below '0'
+		{"0123456789a:", false},  // ':' just above '9'
+		{"0123456789a`", false},  // '`' just below 'a'
+		{"0123456789ag", false},  // 'g' just above 'f'
+		{"", false},
+	} {
+		d := deployment(func(d *appsv1.Deployment) {
+			d.Spec.Template = annotated(tt.value)
+			d.Status.Conditions = []appsv1.DeploymentCondition{{Type: appsv1.DeploymentProgressing, Message: huge}}
+		})
+		wantState, wantMsg := Assess(d, key)
+		out, _ := Trim(d)
+		trimmed := out.(*appsv1.Deployment)
+		got, present := trimmed.Spec.Template.Annotations[authv1alpha1.RestartedForAnnotation]
+		if present != tt.kept || (tt.kept && got != tt.value) {
+			t.Errorf("value of %d bytes %.16q: kept %v (%d bytes), want kept %v", len(tt.value), tt.value, present, len(got), tt.kept)
+		}
+		if state, msg := Assess(trimmed, key); state != wantState || msg != wantMsg {
+			t.Errorf("value %.16q: trimmed Assess = %s %q, want %s %q", tt.value, state, msg, wantState, wantMsg)
+		}
+		if len(trimmed.Status.Conditions) != 0 {
+			t.Error("the Deployment's status conditions were kept")
+		}
+	}
+	s := statefulSet(func(s *appsv1.StatefulSet) {
+		s.Status.Conditions = []appsv1.StatefulSetCondition{{Type: "x", Message: huge}}
+	})
+	out, _ := Trim(s)
+	if ts := out.(*appsv1.StatefulSet); len(ts.Status.Conditions) != 0 || ts.Status.UpdateRevision != "db-2" {
+		t.Errorf("trimmed StatefulSet status = %+v", ts.Status)
+	}
+	ds := daemonSet(func(d *appsv1.DaemonSet) {
+		d.Status.Conditions = []appsv1.DaemonSetCondition{{Type: "x", Message: huge}}
+	})
+	out, _ = Trim(ds)
+	if td := out.(*appsv1.DaemonSet); len(td.Status.Conditions) != 0 {
+		t.Errorf("trimmed DaemonSet status = %+v", td.Status)
+	}
+}
+
+// TestTrimBoundsRevisions: StatefulSet revisions longer than an object name
+// are kept as digests that compare as the values do.
+func TestTrimBoundsRevisions(t *testing.T) {
+	atLimit, over := strings.Repeat("r", maxRevisionLen), strings.Repeat("r", maxRevisionLen+1)
+	for _, tt := range []struct {
+		update, current string
+		wantState       authv1alpha1.RolloutState
+	}{
+		{atLimit, atLimit, authv1alpha1.RolledOut},
+		{over, over, authv1alpha1.RolledOut},
+		{over, over + "x", authv1alpha1.Rolling},
+		{atLimit, atLimit[1:], authv1alpha1.Rolling},
+	} {
+		s := statefulSet(func(s *appsv1.StatefulSet) { s.Status.UpdateRevision, s.Status.CurrentRevision = tt.update, tt.current })
+		out, _ := Trim(s)
+		ts := out.(*appsv1.StatefulSet)
+		if state, _ := Assess(ts, key); state != tt.wantState {
+			t.Errorf("revisions of %d and %d characters: trimmed Assess = %s, want %s", len(tt.update), len(tt.current), state, tt.wantState)
+		}
+		if len(ts.Status.UpdateRevision) > maxRevisionLen || len(ts.Status.CurrentRevision) > maxRevisionLen {
+			t.Errorf("revisions of %d and %d characters kept at %d and %d", len(tt.update), len(tt.current), len(ts.Status.UpdateRevision), len(ts.Status.CurrentRevision))
+		}
+		if len(tt.update) <= maxRevisionLen && ts.Status.UpdateRevision != tt.update {
+			t.Errorf("a revision of %d characters was changed", len(tt.update))
+		}
 	}
 }

@@ -157,7 +157,7 @@ func (r *AgentCredentialReconciler) reconcileConsumers(ctx context.Context, cred
 // reconcileKey makes the agent Secret hold a key that the hash Secret
 // vouches for, then rotates it if the schedule or a request says so.
 func (r *AgentCredentialReconciler) reconcileKey(ctx context.Context, cred *authv1alpha1.AgentCredential, agent *agentSecret, hash *hashSecret) error {
-	action, reason := rotation.Assess(agent.key, hash.record, cred.Status.KeyID)
+	action, reason := rotation.Assess(agent.key, hash.record, hash.retired, cred.Status.KeyID)
 	switch action {
 	case rotation.FinishRotation:
 		// An earlier reconcile staged this key and wrote it to the agent
@@ -169,7 +169,7 @@ func (r *AgentCredentialReconciler) reconcileKey(ctx context.Context, cred *auth
 		}
 		r.recordRotation(ctx, cred, &promoted, reason)
 	case rotation.RebuildRecord:
-		if err := r.writeHashSecret(ctx, cred, hash, r.recordFromStatus(cred, agent)); err != nil {
+		if err := r.writeHashSecret(ctx, cred, hash, r.recordFromStatus(cred, agent, hash)); err != nil {
 			return err
 		}
 		r.Recorder.Eventf(cred, nil, corev1.EventTypeWarning, EventHashRepaired, "Repair",
@@ -204,7 +204,7 @@ func (r *AgentCredentialReconciler) rotate(ctx context.Context, cred *authv1alph
 	}
 	base := hash.record
 	if base == nil {
-		base = r.newRecord(cred)
+		base = r.freshRecord(cred, hash)
 	}
 	staged := rotation.Stage(*base, digest, reason, r.Clock.Now(), cred.ExpiresAt())
 	r.refreshRecord(cred, &staged)

@@ -110,7 +110,11 @@ func (r *AgentCredentialReconciler) claim(ctx context.Context, cred *authv1alpha
 
 // mayClaim applies tenancy.MayClaim to the live credentials naming id, each
 // ranked by whether the operator's hash record shows a key issued to it for
-// id (tenants can write their credentials' status, not hash Secrets).
+// id (tenants can write their credentials' status, not hash Secrets). A
+// credential of another namespace that could not create the claim (over
+// its namespace's claim limit, or its environment refused there) is not
+// ranked: otherwise it would hold the identity for nobody, with no claim
+// for an admin to see.
 func (r *AgentCredentialReconciler) mayClaim(ctx context.Context, cred *authv1alpha1.AgentCredential, id tenancy.Identity) (bool, error) {
 	creds, err := identityindex.CredentialsNeeding(ctx, r.Client, tenancy.ClaimName(id))
 	if err != nil {
@@ -118,6 +122,7 @@ func (r *AgentCredentialReconciler) mayClaim(ctx context.Context, cred *authv1al
 	}
 	me := identityindex.ClaimantOf(cred)
 	others := make([]tenancy.Claimant, 0, len(creds))
+	full := map[string]bool{} // namespace: over its claim limit
 	for i := range creds {
 		c := identityindex.ClaimantOf(&creds[i])
 		hash, err := r.getHashSecret(ctx, &creds[i])
@@ -128,9 +133,33 @@ func (r *AgentCredentialReconciler) mayClaim(ctx context.Context, cred *authv1al
 		if c.Namespace == me.Namespace && c.Name == me.Name {
 			me.HoldsKey = c.HoldsKey
 		}
+		if c.Namespace != me.Namespace {
+			if c.Refused, err = r.refusedClaimant(ctx, &creds[i], full); err != nil {
+				return false, err
+			}
+		}
 		others = append(others, c)
 	}
 	return tenancy.MayClaim(me, others), nil
+}
+
+// refusedClaimant reports whether cred could not create a claim if it went
+// first: its namespace is over the claim limit (memoized in full), or its
+// environment is not allowed in its namespace.
+func (r *AgentCredentialReconciler) refusedClaimant(ctx context.Context, cred *authv1alpha1.AgentCredential, full map[string]bool) (bool, error) {
+	over, seen := full[cred.Namespace]
+	if !seen {
+		var err error
+		if over, err = r.claimLimitReached(ctx, cred.Namespace); err != nil {
+			return false, err
+		}
+		full[cred.Namespace] = over
+	}
+	if over {
+		return true, nil
+	}
+	allowed, err := identityindex.EnvironmentAllowed(ctx, r.Client, cred)
+	return !allowed, err
 }
 
 // recordNames reports whether a hash record was issued for id.

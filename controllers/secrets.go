@@ -40,6 +40,13 @@ type hashSecret struct {
 	// record is nil when the Secret is missing, damaged, or left from an
 	// earlier credential of the same name.
 	record *hashsecret.Record
+	// left is what could be read of a damaged record of this credential
+	// (nil otherwise): a rebuild keeps its times.
+	left *hashsecret.Record
+	// retired are the keyIDs no rebuilt or new record may make current:
+	// those a damaged or earlier record lists as retired, and every key of
+	// a record left from an earlier credential of the same name.
+	retired []string
 }
 
 func keyKind(t authv1alpha1.CredentialType) credential.Kind {
@@ -213,12 +220,20 @@ func (r *AgentCredentialReconciler) getHashSecret(ctx context.Context, cred *aut
 		return nil, fmt.Errorf("reading the hash Secret: %w", err)
 	}
 	rec, err := hashsecret.Parse(s.Data)
+	own := func(rec *hashsecret.Record) bool {
+		return rec.UID == string(cred.UID) && rec.Credential == cred.Namespace+"/"+cred.Name
+	}
 	if err != nil {
 		log.FromContext(ctx).Info("Found a damaged hash Secret; it will be rewritten", "secret", s.Name, "problem", err.Error())
-		return &hashSecret{secret: s}, nil
+		left := hashsecret.Salvage(s.Data)
+		hash := &hashSecret{secret: s, retired: rotation.Retired(left, own(left))}
+		if own(left) {
+			hash.left = left
+		}
+		return hash, nil
 	}
-	if rec.UID != string(cred.UID) || rec.Credential != cred.Namespace+"/"+cred.Name {
-		return &hashSecret{secret: s}, nil
+	if !own(rec) {
+		return &hashSecret{secret: s, retired: rotation.Retired(rec, false)}, nil
 	}
 	return &hashSecret{secret: s, record: rec}, nil
 }
@@ -261,6 +276,14 @@ func (r *AgentCredentialReconciler) deleteHashSecret(ctx context.Context, namesp
 	return nil
 }
 
+// freshRecord starts a hash record for cred with no key yet, where there is
+// no usable one: the keys retired before stay retired.
+func (r *AgentCredentialReconciler) freshRecord(cred *authv1alpha1.AgentCredential, hash *hashSecret) *hashsecret.Record {
+	rec := r.newRecord(cred)
+	rec.Retire(hash.retired...)
+	return rec
+}
+
 // newRecord starts a hash record for cred with no key yet.
 func (r *AgentCredentialReconciler) newRecord(cred *authv1alpha1.AgentCredential) *hashsecret.Record {
 	rec := &hashsecret.Record{ExpiresAt: cred.ExpiresAt()}
@@ -285,22 +308,21 @@ func (r *AgentCredentialReconciler) refreshRecord(cred *authv1alpha1.AgentCreden
 	}
 }
 
-// recordFromStatus rebuilds a lost or edited hash record from the key in the
-// agent Secret, whose keyID the status vouches for.
-func (r *AgentCredentialReconciler) recordFromStatus(cred *authv1alpha1.AgentCredential, agent *agentSecret) *hashsecret.Record {
-	rec := r.newRecord(cred)
-	rec.Current = hashsecret.Entry{Digest: agent.key.Digest, IssuedAt: r.Clock.Now()}
-	if t := cred.Status.LastRotationTime; t != nil {
-		rec.Current.IssuedAt = t.Time
-	}
-	rec.RotationCount = cred.Status.RotationCount
-	rec.LastRotationRequest = cred.Status.LastRotationRequest
+// recordFromStatus rebuilds a lost, damaged or leftover hash record from
+// the key in the agent Secret, whose keyID the status names
+// (rotation.Assess allowed it: no intact record, not a retired key). Only
+// the choice of key comes from the status; times come from what is left of
+// the record (rotation.Rebuild).
+func (r *AgentCredentialReconciler) recordFromStatus(cred *authv1alpha1.AgentCredential, agent *agentSecret, hash *hashSecret) *hashsecret.Record {
+	now := r.Clock.Now()
+	rec := rotation.Rebuild(*r.newRecord(cred), hash.left, hash.retired, agent.key.Digest, cred.RotationRequest(), now)
 	// A key the status reports expired stays dead: rebuilding its record
-	// under a later spec.expiresAt would revive it (a renewal issues a new key).
+	// under a later spec.expiresAt would revive it (a renewal issues a new
+	// key). The status can only make the record stricter here.
 	if c := meta.FindStatusCondition(cred.Status.Conditions, authv1alpha1.ReadyCondition); c != nil && c.Reason == authv1alpha1.ReasonExpired {
-		if now := r.Clock.Now(); rec.ExpiresAt.IsZero() || rec.ExpiresAt.After(now) {
+		if rec.ExpiresAt.IsZero() || rec.ExpiresAt.After(now) {
 			rec.ExpiresAt = now.UTC().Truncate(time.Second)
 		}
 	}
-	return rec
+	return &rec
 }

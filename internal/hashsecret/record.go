@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -40,7 +41,15 @@ const (
 	KeyPendingExpiresAt    = "pending.expires-at" // the hard expiry a renewal sets
 	KeyRotationCount       = "rotation-count"
 	KeyLastRotationRequest = "last-rotation-request"
+	// KeyRetiredKeyIDs lists the keyIDs of keys the credential has retired,
+	// newline-separated, oldest first; absent when none (and in records
+	// written before it existed).
+	KeyRetiredKeyIDs = "retired.key-ids"
 )
+
+// MaxRetired bounds Record.Retired: the newest MaxRetired retired keyIDs
+// are kept.
+const MaxRetired = 16
 
 // NamePrefix starts the name of every hash Secret.
 const NamePrefix = "agentcred-hash-"
@@ -93,6 +102,32 @@ type Record struct {
 
 	RotationCount       int64
 	LastRotationRequest string
+
+	// Retired are the keyIDs of keys this credential has replaced since it
+	// was first issued (at most MaxRetired, oldest first): a record rebuilt
+	// from the agent Secret must never make one of them current again.
+	Retired []string
+}
+
+// Retire adds keyIDs to Retired, each once ("" is no key), dropping the
+// oldest beyond MaxRetired. It never changes a Retired slice shared with
+// another record.
+func (r *Record) Retire(keyIDs ...string) {
+	out := slices.Clone(r.Retired)
+	for _, id := range keyIDs {
+		if id != "" && !slices.Contains(out, id) {
+			out = append(out, id)
+		}
+	}
+	if n := len(out); n > MaxRetired {
+		out = out[n-MaxRetired:]
+	}
+	r.Retired = out
+}
+
+// IsRetired reports whether keyID is in Retired.
+func (r *Record) IsRetired(keyID string) bool {
+	return slices.Contains(r.Retired, keyID)
 }
 
 // Expired reports whether the credential's hard expiry has passed at now.
@@ -156,6 +191,9 @@ func (r *Record) Data() map[string][]byte {
 	if r.LastRotationRequest != "" {
 		d[KeyLastRotationRequest] = []byte(r.LastRotationRequest)
 	}
+	if len(r.Retired) > 0 {
+		d[KeyRetiredKeyIDs] = []byte(strings.Join(r.Retired, "\n"))
+	}
 	if p := r.Previous; p != nil {
 		d[KeyPreviousDigest] = []byte(p.Digest.Hex())
 		d[KeyPreviousKeyID] = []byte(p.Digest.KeyID())
@@ -177,6 +215,26 @@ func (r *Record) Data() map[string][]byte {
 // field is an error: the controller then rewrites the record from the agent
 // Secret, and the auth endpoint ignores it.
 func Parse(data map[string][]byte) (*Record, error) {
+	r, errs := decode(data)
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return r, nil
+}
+
+// Salvage decodes what can be read of damaged data, field by field: a
+// field that does not parse is left zero (a damaged previous or pending
+// entry keeps only its readable parts). The controller uses it to keep a
+// damaged record's times and retired keys when it rebuilds the record; it
+// never authenticates anything.
+func Salvage(data map[string][]byte) *Record {
+	r, _ := decode(data)
+	return r
+}
+
+// decode reads every field it can and returns the problems found; a field
+// with a problem is left zero.
+func decode(data map[string][]byte) (*Record, []error) {
 	r := &Record{
 		Credential:          string(data[KeyCredential]),
 		UID:                 string(data[KeyUID]),
@@ -202,15 +260,26 @@ func Parse(data map[string][]byte) (*Record, error) {
 		d, err := time.ParseDuration(string(ttl))
 		if err != nil || d < 0 {
 			errs = append(errs, fmt.Errorf("%s is not a duration", KeySessionTTL))
+		} else {
+			r.SessionTTL = d
 		}
-		r.SessionTTL = d
 	}
 	if n, ok := data[KeyRotationCount]; ok {
 		c, err := strconv.ParseInt(string(n), 10, 64)
 		if err != nil || c < 0 {
 			errs = append(errs, fmt.Errorf("%s is not a count", KeyRotationCount))
+		} else {
+			r.RotationCount = c
 		}
-		r.RotationCount = c
+	}
+	if ids, ok := data[KeyRetiredKeyIDs]; ok {
+		for _, id := range strings.Split(string(ids), "\n") {
+			if !isKeyID(id) {
+				errs = append(errs, fmt.Errorf("%s holds something that is not a keyID", KeyRetiredKeyIDs))
+				continue
+			}
+			r.Retired = append(r.Retired, id)
+		}
 	}
 	var err error
 	if _, ok := data[KeyExpiresAt]; ok {
@@ -249,10 +318,13 @@ func Parse(data map[string][]byte) (*Record, error) {
 		}
 		r.Pending = p
 	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
-	return r, nil
+	return r, errs
+}
+
+// isKeyID reports whether s is a keyID as Digest.KeyID writes it.
+func isKeyID(s string) bool {
+	b, err := hex.DecodeString(s)
+	return err == nil && len(b) == credential.KeyIDLen/2 && hex.EncodeToString(b) == s
 }
 
 func parseDigest(data map[string][]byte, digestKey, keyIDKey string) (credential.Digest, error) {

@@ -1,7 +1,9 @@
 package hashsecret
 
 import (
+	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +23,7 @@ func sampleRecord() *Record {
 		Pending:             &Entry{Digest: credential.DigestOf("ak_2"), Reason: "Renew", StartedAt: now, ExpiresAt: now.Add(48 * time.Hour)},
 		RotationCount:       3,
 		LastRotationRequest: "2026-11-28",
+		Retired:             []string{credential.KeyID("ak_-2"), credential.KeyID("ak_-1")},
 	}
 }
 
@@ -70,6 +73,10 @@ func TestParseRejectsDamage(t *testing.T) {
 		"negative count":      func(d map[string][]byte) { d[KeyRotationCount] = []byte("-1") },
 		"bad expiry":          func(d map[string][]byte) { d[KeyExpiresAt] = []byte("soon") },
 		"unknown environment": func(d map[string][]byte) { d[KeyEnvironment] = []byte("staging") },
+		"retired not a keyID": func(d map[string][]byte) { d[KeyRetiredKeyIDs] = []byte(credential.KeyID("ak_0") + "\nnot-a-key-id") },
+		"retired upper case":  func(d map[string][]byte) { d[KeyRetiredKeyIDs] = []byte(strings.ToUpper(credential.KeyID("ak_0"))) },
+		"retired a digest":    func(d map[string][]byte) { d[KeyRetiredKeyIDs] = []byte(credential.DigestOf("ak_0").Hex()) },
+		"retired empty":       func(d map[string][]byte) { d[KeyRetiredKeyIDs] = nil },
 	}
 	for name, damage := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -174,5 +181,95 @@ func TestExpired(t *testing.T) {
 		if got := r.Expired(tt.now); got != tt.want {
 			t.Errorf("%s: Expired = %v, want %v", tt.name, got, tt.want)
 		}
+	}
+}
+
+// TestRecordsWithoutRetiredStillParse: a record written before the retired
+// list existed parses, with no retired keys, and is written back without
+// the field (issue 23 item 8 keeps the format backward compatible).
+func TestRecordsWithoutRetiredStillParse(t *testing.T) {
+	r := sampleRecord()
+	r.Retired = nil
+	d := r.Data()
+	if _, ok := d[KeyRetiredKeyIDs]; ok {
+		t.Fatal("a record with no retired keys writes the field")
+	}
+	got, err := Parse(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Retired != nil || got.IsRetired("") {
+		t.Fatalf("Retired = %v, want none", got.Retired)
+	}
+	if got := string(sampleRecord().Data()[KeyRetiredKeyIDs]); got != credential.KeyID("ak_-2")+"\n"+credential.KeyID("ak_-1") {
+		t.Fatalf("retired written as %q", got)
+	}
+}
+
+func TestRetire(t *testing.T) {
+	id := func(i int) string { return credential.KeyID(fmt.Sprintf("ak_%d", i)) }
+	r := &Record{}
+	r.Retire("", id(0), id(0))
+	if !slices.Equal(r.Retired, []string{id(0)}) || !r.IsRetired(id(0)) || r.IsRetired(id(1)) {
+		t.Fatalf("Retired = %v, want [%s] once", r.Retired, id(0))
+	}
+	shared := *r
+	r.Retire(id(1))
+	if len(shared.Retired) != 1 {
+		t.Fatal("Retire changed a slice shared with another record")
+	}
+	for i := 2; i <= MaxRetired; i++ {
+		r.Retire(id(i))
+	}
+	if len(r.Retired) != MaxRetired || r.Retired[0] != id(1) || r.Retired[MaxRetired-1] != id(MaxRetired) {
+		t.Fatalf("Retired = %v, want the newest %d, oldest first", r.Retired, MaxRetired)
+	}
+	if r.IsRetired(id(0)) {
+		t.Fatal("the oldest retired keyID was kept beyond MaxRetired")
+	}
+	r.Retire()
+	if len(r.Retired) != MaxRetired {
+		t.Fatal("Retire without keyIDs changed the list")
+	}
+}
+
+// TestSalvage: what can be read of a damaged record, field by field; a
+// broken field is zero, never a partial or negative value.
+func TestSalvage(t *testing.T) {
+	want := sampleRecord()
+	if got := Salvage(want.Data()); !reflect.DeepEqual(got, want) {
+		t.Fatalf("Salvage of an intact record:\n got %+v\nwant %+v", got, want)
+	}
+	d := want.Data()
+	d[KeyCurrentIssuedAt] = []byte("yesterday")
+	d[KeyUID] = nil
+	d[KeySessionTTL] = []byte("-1s")
+	d[KeyRotationCount] = []byte("-3")
+	d[KeyRetiredKeyIDs] = []byte("junk\n" + credential.KeyID("ak_-1"))
+	d[KeyPreviousDigest] = []byte("00")
+	got := Salvage(d)
+	if _, err := Parse(d); err == nil {
+		t.Fatal("Parse accepted the damage")
+	}
+	if !got.Current.Digest.Equal(want.Current.Digest) || !got.Current.IssuedAt.IsZero() {
+		t.Fatalf("current = %+v, want its digest without the broken time", got.Current)
+	}
+	if got.SessionTTL != 0 || got.RotationCount != 0 {
+		t.Fatalf("ttl, count = %v, %d; broken fields must be zero", got.SessionTTL, got.RotationCount)
+	}
+	if got.Credential != want.Credential || got.UID != "" || got.LastRotationRequest != want.LastRotationRequest || !got.ExpiresAt.Equal(want.ExpiresAt) {
+		t.Fatalf("readable fields lost: %+v", got)
+	}
+	if !slices.Equal(got.Retired, []string{credential.KeyID("ak_-1")}) {
+		t.Fatalf("retired = %v, want the readable keyID", got.Retired)
+	}
+	if got.Previous == nil || !got.Previous.Digest.IsZero() || !got.Previous.ExpiresAt.Equal(want.Previous.ExpiresAt) {
+		t.Fatalf("previous = %+v, want its readable expiry and no digest", got.Previous)
+	}
+	if got.Pending == nil || !got.Pending.Digest.Equal(want.Pending.Digest) {
+		t.Fatalf("pending = %+v", got.Pending)
+	}
+	if got := Salvage(map[string][]byte{KeySessionTTL: []byte("5m"), KeyRotationCount: []byte("7")}); got.SessionTTL != 5*time.Minute || got.RotationCount != 7 {
+		t.Fatalf("Salvage of a fragment = %+v", got)
 	}
 }

@@ -6,6 +6,7 @@
 package rotation
 
 import (
+	"slices"
 	"time"
 
 	"github.com/agrenting/agentcred/internal/credential"
@@ -42,8 +43,10 @@ const (
 	// FinishRotation: the agent Secret holds the staged key of an interrupted
 	// rotation; promote it.
 	FinishRotation
-	// RebuildRecord: the agent Secret holds the key the status names, but the
-	// hash record is missing, damaged or edited; rewrite the record from the key.
+	// RebuildRecord: the agent Secret holds the key the status names, and the
+	// hash record is missing, damaged or from an earlier credential of the
+	// same name (never over an intact record, never to a retired key);
+	// rewrite the record from the key (Rebuild).
 	RebuildRecord
 	// IssueKey: there is no key yet, or the agent Secret lost or damaged it;
 	// issue a new one and revoke whatever was there.
@@ -75,8 +78,11 @@ func Inspect(key string, present bool, want credential.Kind, env credential.Envi
 
 // Assess decides what to do about the agent Secret's key, given the hash
 // record (nil when missing, damaged or from another incarnation of the
-// credential) and the keyID the status last reported.
-func Assess(agent AgentKey, rec *hashsecret.Record, statusKeyID string) (Action, Reason) {
+// credential), the keyIDs that must never become current again (Retired)
+// and the keyID the status last reported. The status is tenant-writable:
+// it may name the key to rebuild a record that is gone, never replace a
+// record that is intact, nor bring back a retired key.
+func Assess(agent AgentKey, rec *hashsecret.Record, retired []string, statusKeyID string) (Action, Reason) {
 	// (If statements rather than a switch: Go's coverage blocks start after
 	// a case expression, so mutation testing would call it uncovered.)
 	if agent.Valid && rec != nil && agent.Digest.Equal(rec.Current.Digest) {
@@ -85,7 +91,7 @@ func Assess(agent AgentKey, rec *hashsecret.Record, statusKeyID string) (Action,
 	if agent.Valid && rec != nil && rec.Pending != nil && agent.Digest.Equal(rec.Pending.Digest) {
 		return FinishRotation, None
 	}
-	if agent.Valid && statusKeyID != "" && agent.Digest.KeyID() == statusKeyID {
+	if agent.Valid && rec == nil && statusKeyID != "" && agent.Digest.KeyID() == statusKeyID && !slices.Contains(retired, statusKeyID) {
 		return RebuildRecord, None
 	}
 	if statusKeyID == "" {
@@ -94,6 +100,65 @@ func Assess(agent AgentKey, rec *hashsecret.Record, statusKeyID string) (Action,
 		return IssueKey, Issue
 	}
 	return IssueKey, Reissue
+}
+
+// Retired lists the keyIDs a rebuilt record must never make current, from
+// what is left of an unusable hash record (hashsecret.Salvage; nil when
+// there is none): the keys it retired and, when it is not this
+// credential's (own false: another UID or name), every key it holds.
+func Retired(left *hashsecret.Record, own bool) []string {
+	if left == nil {
+		return nil
+	}
+	out := slices.Clone(left.Retired)
+	if !own {
+		out = append(out, keyIDOf(left.Current.Digest))
+		if left.Previous != nil {
+			out = append(out, keyIDOf(left.Previous.Digest))
+		}
+		if left.Pending != nil {
+			out = append(out, keyIDOf(left.Pending.Digest))
+		}
+	}
+	return out
+}
+
+// keyIDOf is d's keyID, or "" for no digest.
+func keyIDOf(d credential.Digest) string {
+	if d.IsZero() {
+		return ""
+	}
+	return d.KeyID()
+}
+
+// Rebuild is the record rewritten around digest, the key in the agent
+// Secret, when the hash record is missing, damaged or left from an earlier
+// credential of the same name (Assess said RebuildRecord). fresh is a new
+// record of the credential (identity and spec expiry, no key); left is what
+// could be read of a damaged record of this same credential (nil when
+// there is none); retired stays retired. The issue time, rotation count
+// and last answered request come from left, never from the tenant-writable
+// status; with nothing left the key counts as issued now, and request (the
+// rotate annotation as it stands) as answered. A left record that had
+// expired stays expired: only a renewal's new key may outlive it.
+func Rebuild(fresh hashsecret.Record, left *hashsecret.Record, retired []string, digest credential.Digest, request string, now time.Time) hashsecret.Record {
+	rec := fresh
+	rec.Current = hashsecret.Entry{Digest: digest, IssuedAt: now.UTC().Truncate(time.Second)}
+	rec.Previous, rec.Pending = nil, nil
+	rec.RotationCount, rec.LastRotationRequest = 0, request
+	rec.Retired = nil
+	rec.Retire(retired...)
+	if left == nil {
+		return rec
+	}
+	if left.Current.Digest.Equal(digest) && !left.Current.IssuedAt.IsZero() {
+		rec.Current.IssuedAt = left.Current.IssuedAt
+	}
+	rec.RotationCount, rec.LastRotationRequest = left.RotationCount, left.LastRotationRequest
+	if left.Expired(now) {
+		rec.ExpiresAt = left.ExpiresAt
+	}
+	return rec
 }
 
 // NextRotation is when a key issued at issuedAt falls due.
@@ -197,6 +262,11 @@ func Promote(rec hashsecret.Record, grace time.Duration, request string) hashsec
 		return rec
 	}
 	old := rec.Current
+	// The replaced key, and one still in grace, never become current again.
+	if rec.Previous != nil {
+		rec.Retire(keyIDOf(rec.Previous.Digest))
+	}
+	rec.Retire(keyIDOf(old.Digest))
 	reason := Reason(p.Reason)
 	rec.Current = hashsecret.Entry{Digest: p.Digest, IssuedAt: p.StartedAt}
 	rec.Previous = nil

@@ -1,6 +1,7 @@
 package rotation
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -59,26 +60,32 @@ func TestAssess(t *testing.T) {
 		name        string
 		agent       AgentKey
 		rec         *hashsecret.Record
+		retired     []string
 		statusKeyID string
 		want        Action
 		reason      Reason
 	}{
-		{"new credential", AgentKey{}, nil, "", IssueKey, Issue},
-		{"agent holds current", valid(k1), record(), k1.KeyID(), Keep, None},
-		{"agent holds current, status stale", valid(k1), record(), k3.KeyID(), Keep, None},
-		{"crash after agent write", valid(k2), pending, k1.KeyID(), FinishRotation, None},
-		{"crash after staging", valid(k1), pending, k1.KeyID(), Keep, None},
-		{"hash Secret deleted", valid(k1), nil, k1.KeyID(), RebuildRecord, None},
-		{"hash Secret edited", valid(k1), &hashsecret.Record{Current: hashsecret.Entry{Digest: k3}}, k1.KeyID(), RebuildRecord, None},
-		{"agent Secret deleted", AgentKey{}, record(), k1.KeyID(), IssueKey, Reissue},
-		{"agent key corrupted", AgentKey{Present: true}, record(), k1.KeyID(), IssueKey, Reissue},
-		{"agent key replaced by a foreign valid key", valid(k3), record(), k1.KeyID(), IssueKey, Reissue},
-		{"both Secrets lost", AgentKey{}, nil, k1.KeyID(), IssueKey, Reissue},
-		{"an issue that did not finish", AgentKey{}, record(), "", IssueKey, Issue},
+		{"new credential", AgentKey{}, nil, nil, "", IssueKey, Issue},
+		{"agent holds current", valid(k1), record(), nil, k1.KeyID(), Keep, None},
+		{"agent holds current, status stale", valid(k1), record(), nil, k3.KeyID(), Keep, None},
+		{"agent holds current, though retired (a keyID collision)", valid(k1), record(), []string{k1.KeyID()}, k1.KeyID(), Keep, None},
+		{"crash after agent write", valid(k2), pending, nil, k1.KeyID(), FinishRotation, None},
+		{"crash after staging", valid(k1), pending, nil, k1.KeyID(), Keep, None},
+		{"hash Secret deleted", valid(k1), nil, nil, k1.KeyID(), RebuildRecord, None},
+		{"hash Secret damaged or left from an earlier credential", valid(k1), nil, []string{k3.KeyID()}, k1.KeyID(), RebuildRecord, None},
+		// Issue 23 item 8: status (tenant-writable) never replaces an intact record, nor revives a retired key.
+		{"intact record edited: reissue, never rebuild over it", valid(k1), &hashsecret.Record{Current: hashsecret.Entry{Digest: k3}}, nil, k1.KeyID(), IssueKey, Reissue},
+		{"status and agent Secret set to a rotated-away key", valid(k1), &hashsecret.Record{Current: hashsecret.Entry{Digest: k2}, Retired: []string{k1.KeyID()}}, nil, k1.KeyID(), IssueKey, Reissue},
+		{"record gone, agent key retired", valid(k1), nil, []string{k3.KeyID(), k1.KeyID()}, k1.KeyID(), IssueKey, Reissue},
+		{"agent Secret deleted", AgentKey{}, record(), nil, k1.KeyID(), IssueKey, Reissue},
+		{"agent key corrupted", AgentKey{Present: true}, record(), nil, k1.KeyID(), IssueKey, Reissue},
+		{"agent key replaced by a foreign valid key", valid(k3), record(), nil, k1.KeyID(), IssueKey, Reissue},
+		{"both Secrets lost", AgentKey{}, nil, nil, k1.KeyID(), IssueKey, Reissue},
+		{"an issue that did not finish", AgentKey{}, record(), nil, "", IssueKey, Issue},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, reason := Assess(tt.agent, tt.rec, tt.statusKeyID)
+			got, reason := Assess(tt.agent, tt.rec, tt.retired, tt.statusKeyID)
 			if got != tt.want || reason != tt.reason {
 				t.Fatalf("Assess = %v, %q; want %v, %q", got, reason, tt.want, tt.reason)
 			}
@@ -354,5 +361,105 @@ func TestRequeueWithExpiry(t *testing.T) {
 		if got := RequeueAfter(tt.rec, 90*day, tt.now); got != tt.want {
 			t.Errorf("%s: RequeueAfter = %v, want %v", tt.name, got, tt.want)
 		}
+	}
+}
+
+// TestPromoteRetires: every key a promotion replaces, and one still in
+// grace, is recorded as retired (issue 23 item 8); a first issue retires
+// nothing.
+func TestPromoteRetires(t *testing.T) {
+	now := t0.Add(90 * day)
+	rec := *record()
+	rec.Previous = &hashsecret.Entry{Digest: k3, ExpiresAt: now.Add(time.Hour)}
+	got := Promote(Stage(rec, k2, Scheduled, now, time.Time{}), 10*time.Minute, "")
+	if want := []string{k3.KeyID(), k1.KeyID()}; !slices.Equal(got.Retired, want) {
+		t.Fatalf("Retired = %v, want %v (grace key, then replaced key)", got.Retired, want)
+	}
+	if !got.Accepts(k1, now) {
+		t.Fatal("a retired key in grace must still verify until its grace ends")
+	}
+	first := Promote(Stage(hashsecret.Record{}, k1, Issue, t0, time.Time{}), 0, "")
+	if first.Retired != nil {
+		t.Fatalf("a first issue retired %v", first.Retired)
+	}
+	if rec.Retired != nil {
+		t.Fatal("Promote changed the record it was given")
+	}
+}
+
+func TestRetired(t *testing.T) {
+	left := &hashsecret.Record{
+		Current:  hashsecret.Entry{Digest: k1},
+		Previous: &hashsecret.Entry{Digest: k2},
+		Pending:  &hashsecret.Entry{Digest: k3},
+		Retired:  []string{"aaaaaaaaaaaa"},
+	}
+	tests := []struct {
+		name string
+		left *hashsecret.Record
+		own  bool
+		want []string
+	}{
+		{"nothing left", nil, false, nil},
+		{"damaged record of this credential: its retired keys", left, true, []string{"aaaaaaaaaaaa"}},
+		{"record of an earlier credential: every key in it", left, false, []string{"aaaaaaaaaaaa", k1.KeyID(), k2.KeyID(), k3.KeyID()}},
+		{"earlier credential's record with only a current key", record(), false, []string{k1.KeyID()}},
+		{"earlier credential's record with its digest damaged", &hashsecret.Record{}, false, []string{""}},
+	}
+	for _, tt := range tests {
+		if got := Retired(tt.left, tt.own); !slices.Equal(got, tt.want) {
+			t.Errorf("%s: Retired = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+// TestRebuild: a rebuilt record takes its times from what is left of the
+// record, never from status; with nothing left the key is new as of now and
+// the standing rotate request counts as answered; an expired leftover stays
+// expired; retired keys stay retired (issue 23 item 8).
+func TestRebuild(t *testing.T) {
+	now := t0.Add(10*day + 500*time.Millisecond)
+	fresh := hashsecret.Record{Credential: "ns/c", UID: "u", ExpiresAt: t0.Add(60 * day)}
+	damaged := &hashsecret.Record{Current: hashsecret.Entry{Digest: k1, IssuedAt: t0}, RotationCount: 4, LastRotationRequest: "leak", Retired: []string{k2.KeyID()}}
+	tests := []struct {
+		name        string
+		left        *hashsecret.Record
+		issued      time.Time
+		count       int64
+		request     string
+		expiresAt   time.Time
+		wantRetired []string
+	}{
+		{"nothing left", nil, t0.Add(10 * day), 0, "annotation", t0.Add(60 * day), []string{k3.KeyID()}},
+		{"damaged record of this key", damaged, t0, 4, "leak", t0.Add(60 * day), []string{k3.KeyID()}},
+		{"damaged record of another key: no issue time for this one", &hashsecret.Record{Current: hashsecret.Entry{Digest: k2, IssuedAt: t0}, RotationCount: 2}, t0.Add(10 * day), 2, "", t0.Add(60 * day), []string{k3.KeyID()}},
+		{"damaged issue time", &hashsecret.Record{Current: hashsecret.Entry{Digest: k1}, RotationCount: 1}, t0.Add(10 * day), 1, "", t0.Add(60 * day), []string{k3.KeyID()}},
+		{"expired leftover stays expired", &hashsecret.Record{Current: hashsecret.Entry{Digest: k1, IssuedAt: t0}, ExpiresAt: t0.Add(day)}, t0, 0, "", t0.Add(day), []string{k3.KeyID()}},
+		{"leftover expiring exactly now is expired", &hashsecret.Record{Current: hashsecret.Entry{Digest: k1, IssuedAt: t0}, ExpiresAt: now}, t0, 0, "", now, []string{k3.KeyID()}},
+		{"live leftover: the spec's expiry", &hashsecret.Record{Current: hashsecret.Entry{Digest: k1, IssuedAt: t0}, ExpiresAt: t0.Add(90 * day)}, t0, 0, "", t0.Add(60 * day), []string{k3.KeyID()}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			stale := fresh
+			stale.Previous = &hashsecret.Entry{Digest: k2}
+			stale.Pending = &hashsecret.Entry{Digest: k2}
+			stale.RotationCount, stale.LastRotationRequest = 9, "stale"
+			got := Rebuild(stale, tt.left, []string{k3.KeyID()}, k1, "annotation", now)
+			if !got.Current.Digest.Equal(k1) || !got.Current.IssuedAt.Equal(tt.issued) {
+				t.Fatalf("current = %+v, want k1 issued at %v", got.Current, tt.issued)
+			}
+			if got.Previous != nil || got.Pending != nil {
+				t.Fatal("a rebuilt record accepts only the key in the agent Secret")
+			}
+			if got.RotationCount != tt.count || got.LastRotationRequest != tt.request {
+				t.Fatalf("count, request = %d, %q; want %d, %q", got.RotationCount, got.LastRotationRequest, tt.count, tt.request)
+			}
+			if !got.ExpiresAt.Equal(tt.expiresAt) {
+				t.Fatalf("expiresAt = %v, want %v", got.ExpiresAt, tt.expiresAt)
+			}
+			if !slices.Equal(got.Retired, tt.wantRetired) || got.Credential != "ns/c" {
+				t.Fatalf("retired = %v, credential %q", got.Retired, got.Credential)
+			}
+		})
 	}
 }

@@ -140,6 +140,12 @@ type Claimant struct {
 	// identity. Never taken from the credential's status, which its
 	// namespace can write.
 	HoldsKey bool
+	// Refused: this credential could not create the claim if it went first
+	// (its namespace holds --max-claims-per-namespace claims, or its
+	// environment is not allowed there). It is left out of the ranking, so
+	// it cannot hold an identity for nobody, with no claim an admin could
+	// see or move.
+	Refused bool
 }
 
 // before orders claimants: a credential holding a key for the identity
@@ -161,14 +167,15 @@ func before(a, b Claimant) bool {
 // MayClaim reports whether me may create the claim on an unclaimed identity,
 // given the other credentials naming it (me may be among them): only when
 // the first live credential naming it — one holding a key for it, else the
-// oldest — is in me's namespace. This is the rule for first use, for the
+// oldest — is in me's namespace. Others that are refused (Refused) or being
+// deleted are not ranked: they could never create the claim. This is the rule for first use, for the
 // migration of credentials made before claims existed (today's owner holds
 // the key and keeps the identity), and for re-claims after an admin deleted
 // a claim in use (the namespace using it gets it back).
 func MayClaim(me Claimant, others []Claimant) bool {
 	first := me
 	for _, o := range others {
-		if !o.Deleting && before(o, first) {
+		if !o.Deleting && !o.Refused && before(o, first) {
 			first = o
 		}
 	}

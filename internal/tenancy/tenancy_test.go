@@ -112,6 +112,11 @@ func TestMayClaim(t *testing.T) {
 		{"an older sleeper without a key loses to the holder", Claimant{Namespace: "team-a", Name: "holder", Created: t0, HoldsKey: true}, []Claimant{c("team-b", "sleeper", -24*time.Hour)}, true},
 		{"a holder being deleted claims nothing", me, []Claimant{{Namespace: "team-a", Name: "x", Created: t0, HoldsKey: true, Deleting: true}}, true},
 		{"oldest in our namespace behind a newer elsewhere", me, []Claimant{c("team-b", "old", -time.Hour), c("team-a", "x", 0)}, true},
+		// Issue 23 item 9: a claimant that could not create the claim ranks nowhere.
+		{"older, but refused (over its namespace's claim limit)", me, []Claimant{me, {Namespace: "team-a", Name: "x", Created: t0, Refused: true}}, true},
+		{"holding a key, but refused", me, []Claimant{{Namespace: "team-a", Name: "x", Created: t0, HoldsKey: true, Refused: true}}, true},
+		{"a refused claimant does not hide an older one behind it", me, []Claimant{{Namespace: "team-a", Name: "x", Created: t0, Refused: true}, c("team-c", "y", time.Minute)}, false},
+		{"refused ourselves, but first: the caller reports the refusal", Claimant{Namespace: "team-b", Name: "mine", Created: t0, Refused: true}, []Claimant{c("team-a", "x", time.Hour)}, true},
 	}
 	for _, tt := range tests {
 		if got := MayClaim(tt.me, tt.others); got != tt.want {

@@ -66,6 +66,10 @@ type AgentCredentialReconciler struct {
 	// first use (0: no limit), so a tenant cannot fill etcd with
 	// cluster-scoped objects.
 	MaxClaimsPerNamespace int
+	// MaxCredentialsPerNamespace bounds the credentials of one namespace
+	// that get keys (0: no limit): the oldest come first, the rest are
+	// refused (withinCredentialLimit).
+	MaxCredentialsPerNamespace int
 	// MaxGrace caps how long a scheduled rotation's previous key stays
 	// valid while restart targets are still rolling out.
 	MaxGrace time.Duration
@@ -97,6 +101,9 @@ func (r *AgentCredentialReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	before := cred.DeepCopy()
 	defer func() { retErr = r.patchStatus(ctx, before, cred, retErr) }()
 
+	if within, err := r.withinCredentialLimit(ctx, cred); err != nil || !within {
+		return ctrl.Result{}, err
+	}
 	if allowed, err := r.environmentAllowed(ctx, cred); err != nil || !allowed {
 		return ctrl.Result{}, err
 	}

@@ -154,7 +154,11 @@ func (r *AgentCredentialReconciler) writeAgentKey(ctx context.Context, cred *aut
 	if agent.secret != nil {
 		s = agent.secret.DeepCopy()
 	}
-	if err := r.applyAgentSecret(cred, s); err != nil {
+	templated, err := r.withSecretTemplate(ctx, cred, agent.secret)
+	if err != nil {
+		return err
+	}
+	if err := r.applyAgentSecret(templated, s); err != nil {
 		return err
 	}
 	s.Data[authv1alpha1.AgentSecretKeyField(cred.CredentialType())] = []byte(key)
@@ -182,8 +186,12 @@ func (r *AgentCredentialReconciler) reconcileAgentSecretMetadata(ctx context.Con
 	if agent.secret == nil {
 		return nil
 	}
+	templated, err := r.withSecretTemplate(ctx, cred, agent.secret)
+	if err != nil {
+		return err
+	}
 	s := agent.secret.DeepCopy()
-	if err := r.applyAgentSecret(cred, s); err != nil {
+	if err := r.applyAgentSecret(templated, s); err != nil {
 		return err
 	}
 	if equality.Semantic.DeepEqual(s, agent.secret) {

@@ -38,11 +38,15 @@ func SecretCacheSelector() labels.Selector {
 // part of a small object. Secrets outside the operator namespace are
 // cached as metadata only (stripAgentSecret): any tenant can put our label
 // on its own Secrets, so their data must not land in the manager's memory.
+// AgentCredentials and workloads, whose size their tenants choose, keep
+// only what the controller reads (trimCredential, rollout.Trim).
 func CacheOptions(operatorNamespace string) cache.Options {
 	return cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Secret{}: {Label: SecretCacheSelector(), Transform: stripAgentSecret(operatorNamespace)},
+			// Credentials: what the steady-state reconcile reads (trimCredential).
+			&authv1alpha1.AgentCredential{}: {Transform: trimCredential},
 			// Restart targets: only the fields rollout.Assess reads.
 			&appsv1.Deployment{}:  {Transform: rollout.Trim},
 			&appsv1.StatefulSet{}: {Transform: rollout.Trim},
@@ -134,6 +138,8 @@ func (r *AgentCredentialReconciler) SetupWithManager(mgr ctrl.Manager, opts Setu
 		// A credential appearing or going away may let another claim an
 		// unclaimed identity.
 		Watches(&authv1alpha1.AgentCredential{}, r.sharedIdentityHandler()).
+		// ... and may move another across --max-credentials-per-namespace.
+		Watches(&authv1alpha1.AgentCredential{}, r.credentialLimitHandler()).
 		// A claim made, moved or deleted (by an admin, or on release)
 		// changes who may use its identity. Updates of the users we record
 		// change nothing for a credential.

@@ -16,6 +16,12 @@ func TestParseFlags(t *testing.T) {
 		o.IdentityClaims != "auto" || o.ClaimHold.String() != "720h0m0s" {
 		t.Fatalf("defaults wrong: %+v", o)
 	}
+	if o.MaxCredentialsPerNamespace != 1000 {
+		t.Fatalf("--max-credentials-per-namespace defaults to %d, want 1000", o.MaxCredentialsPerNamespace)
+	}
+	if o, _ := ParseFlags([]string{"--max-credentials-per-namespace=0"}); o.MaxCredentialsPerNamespace != 0 {
+		t.Fatal("--max-credentials-per-namespace=0 (no limit) not parsed")
+	}
 	t.Setenv("POD_NAMESPACE", "from-env")
 	if o, _ := ParseFlags(nil); o.OperatorNamespace != "from-env" {
 		t.Fatal("POD_NAMESPACE not used")
@@ -36,6 +42,7 @@ func TestParseFlags(t *testing.T) {
 		"session-key-rotation":          {"--session-key-rotation=1m"},
 		"identity-claims":               {"--identity-claims=first-come"},
 		"claim-hold":                    {"--claim-hold=30s"},
+		"max-credentials-per-namespace": {"--max-credentials-per-namespace=-1"},
 		"flag provided but not defined": {"--no-such-flag"},
 		// The auth endpoint reads the operator namespace's Secrets: its CA
 		// key must live elsewhere.

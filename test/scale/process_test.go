@@ -62,7 +62,7 @@ func startManagerProcess(b *testing.B) *managerProcess {
 	pprof, probes := harness.FreeLoopbackAddr(b), harness.FreeLoopbackAddr(b)
 	p := &managerProcess{exited: make(chan struct{}), pprofURL: "http://" + pprof + "/debug/pprof/heap", readyURL: "http://" + probes + "/readyz"}
 	p.cmd = exec.Command(binary, "--enable-webhook=false", "--pprof-bind-address="+pprof, "--metrics-bind-address=0",
-		"--max-claims-per-namespace=0", // one namespace holds every benchmark credential
+		"--max-claims-per-namespace=0", "--max-credentials-per-namespace=0", // one namespace holds every benchmark credential
 		"--health-probe-bind-address="+probes, "--auth-bind-address="+harness.FreeLoopbackAddr(b),
 		"--operator-namespace="+operatorNamespace, "--zap-log-level=error")
 	p.cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)

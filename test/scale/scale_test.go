@@ -105,6 +105,7 @@ func startOperatorWithClock(b *testing.B, concurrency int, clk clock.Clock) (fun
 	o := harness.OperatorOptions()
 	o.EnableAuthEndpoint, o.FailureRate, o.MaxConcurrentReconciles = true, 0, concurrency
 	o.MaxClaimsPerNamespace = 0 // one namespace holds every benchmark credential
+	o.MaxCredentialsPerNamespace = 0
 	op, stop, err := harness.StartOperator(ctx, cfg, o, operator.Deps{Clock: clk, AuthListener: ln,
 		ManagerOptions: func(mo *ctrl.Options) { mo.Logger = logr.Discard() }})
 	if err != nil {

@@ -1,0 +1,5 @@
+package controllers
+
+// TrimCredential is the AgentCredential cache transform, for the fast tests
+// that reconcile through a cache-shaped view of a fake client.
+var TrimCredential = trimCredential

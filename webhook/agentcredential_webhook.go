@@ -5,6 +5,15 @@
 // restart targets the requester could not restart itself. The controller enforces
 // the same rules, so bypassing the webhook gains nothing — except the
 // restart-target check, which needs the requester, whom only admission sees.
+//
+// Anyone who reaches the webhook's port can send it an AdmissionReview with
+// the namespace, object and user of their choice, unless the server verifies
+// the caller's client certificate (--webhook-client-ca-file). So every
+// lookup stays inside the review's namespace, a review whose object lies in
+// another namespace is refused, and the claim check — whose answer for a
+// chosen namespace would say which namespace holds an identity — runs only
+// for authenticated callers; otherwise the controller refuses, in the
+// credential's own status.
 package webhook
 
 import (
@@ -58,6 +67,11 @@ type Validator struct {
 	// Reviews creates SubjectAccessReviews: a restart target is allowed
 	// only if the requester may patch that workload itself.
 	Reviews client.Writer
+	// CallersAuthenticated says the webhook server verifies a client
+	// certificate on every connection, so reviews come from kube-apiserver
+	// and their namespace and user are true. Only then are identities
+	// checked against IdentityClaims at admission.
+	CallersAuthenticated bool
 	// Now is the clock of the expiry warnings (nil: time.Now).
 	Now func() time.Time
 }
@@ -71,6 +85,10 @@ func (v *Validator) SetupWithManager(mgr ctrl.Manager) error {
 
 // ValidateCreate checks a new credential.
 func (v *Validator) ValidateCreate(ctx context.Context, cred *authv1alpha1.AgentCredential) (admission.Warnings, error) {
+	req, err := review(ctx, cred)
+	if err != nil {
+		return nil, err
+	}
 	var errs field.ErrorList
 	secretErr, err := v.checkSecretName(ctx, cred)
 	if err != nil {
@@ -91,7 +109,7 @@ func (v *Validator) ValidateCreate(ctx context.Context, cred *authv1alpha1.Agent
 	if envErr != nil {
 		errs = append(errs, envErr)
 	}
-	targetErrs, err := v.checkRestartTargets(ctx, cred, cred.Spec.Rotation.RestartTargets)
+	targetErrs, err := v.checkRestartTargets(ctx, req, cred, cred.Spec.Rotation.RestartTargets, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -103,7 +121,16 @@ func (v *Validator) ValidateCreate(ctx context.Context, cred *authv1alpha1.Agent
 // change (the schema says so), but agents can: only agents added now are
 // checked, so a credential that conflicts already (made while the webhook
 // was bypassed) can still get its finalizer, annotations and deletion.
+// Restart targets are checked when added, and all of them when the update
+// asks for a new key, which restarts every target.
 func (v *Validator) ValidateUpdate(ctx context.Context, old, cred *authv1alpha1.AgentCredential) (admission.Warnings, error) {
+	req, err := review(ctx, cred)
+	if err != nil {
+		return nil, err
+	}
+	if old.Namespace != cred.Namespace {
+		return nil, invalid(cred, field.ErrorList{field.Forbidden(field.NewPath("metadata", "namespace"), "the old object is in another namespace")})
+	}
 	if !cred.DeletionTimestamp.IsZero() {
 		return v.warnings(cred), nil
 	}
@@ -111,12 +138,57 @@ func (v *Validator) ValidateUpdate(ctx context.Context, old, cred *authv1alpha1.
 	if err != nil {
 		return nil, err
 	}
-	targetErrs, err := v.checkRestartTargets(ctx, cred, addedTargets(old, cred))
+	targets, trigger := addedTargets(old, cred), newKeyRequest(old, cred)
+	if trigger != nil {
+		targets = cred.Spec.Rotation.RestartTargets
+	}
+	targetErrs, err := v.checkRestartTargets(ctx, req, cred, targets, func(t authv1alpha1.RestartTarget) *field.Path {
+		if slices.Contains(old.Spec.Rotation.RestartTargets, t) {
+			return trigger
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
 	errs = append(errs, targetErrs...)
 	return v.warnings(cred), invalid(cred, errs)
+}
+
+// review returns the admission request cred came in, refusing one whose
+// object lies outside the request's namespace: every lookup is made in the
+// object's namespace, and a forged review must not point them elsewhere.
+func review(ctx context.Context, cred *authv1alpha1.AgentCredential) (admission.Request, error) {
+	req, err := admission.RequestFromContext(ctx)
+	if err != nil {
+		return req, fmt.Errorf("validating AgentCredential: %w", err)
+	}
+	path := field.NewPath("metadata", "namespace")
+	switch {
+	case cred.Namespace == "":
+		return req, invalid(cred, field.ErrorList{field.Required(path, "an AgentCredential is namespaced")})
+	case cred.Namespace != req.Namespace:
+		return req, invalid(cred, field.ErrorList{field.Forbidden(path, fmt.Sprintf("the object's namespace %q is not the request's %q", cred.Namespace, req.Namespace))})
+	}
+	return req, nil
+}
+
+// newKeyRequest returns the field through which an update of cred asks for
+// a new key — a changed rotate annotation, spec.expiresAt moved later or
+// removed (an expired credential gets a new key), a shorter rotation period
+// (the next key comes sooner) — or nil. Every new key restarts every
+// restart target.
+func newKeyRequest(old, cred *authv1alpha1.AgentCredential) *field.Path {
+	if r := cred.RotationRequest(); r != "" && r != old.RotationRequest() {
+		return field.NewPath("metadata", "annotations").Key(authv1alpha1.RotateAnnotation)
+	}
+	if was, now := old.ExpiresAt(), cred.ExpiresAt(); !was.IsZero() && (now.IsZero() || now.After(was)) {
+		return field.NewPath("spec", "expiresAt")
+	}
+	if cred.RotationPeriod() < old.RotationPeriod() {
+		return field.NewPath("spec", "rotation", "period")
+	}
+	return nil
 }
 
 // checkEnvironment refuses a live credential in a namespace labelled
@@ -144,14 +216,13 @@ func addedTargets(a, b *authv1alpha1.AgentCredential) []authv1alpha1.RestartTarg
 // checkRestartTargets refuses a restart target the requester could not
 // restart itself (patch, as kubectl rollout restart does): otherwise anyone
 // allowed to write AgentCredentials could restart every workload in the
-// namespace through agentcred.
-func (v *Validator) checkRestartTargets(ctx context.Context, cred *authv1alpha1.AgentCredential, targets []authv1alpha1.RestartTarget) (field.ErrorList, error) {
+// namespace through agentcred. trigger, when it returns a path for a
+// target, names the change that would restart it (a new key) instead of
+// the target itself.
+func (v *Validator) checkRestartTargets(ctx context.Context, req admission.Request, cred *authv1alpha1.AgentCredential,
+	targets []authv1alpha1.RestartTarget, trigger func(authv1alpha1.RestartTarget) *field.Path) (field.ErrorList, error) {
 	if len(targets) == 0 {
 		return nil, nil
-	}
-	req, err := admission.RequestFromContext(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("checking restart targets: %w", err)
 	}
 	if v.Reviews == nil {
 		return nil, errors.New("checking restart targets: no SubjectAccessReview client")
@@ -162,11 +233,20 @@ func (v *Validator) checkRestartTargets(ctx context.Context, cred *authv1alpha1.
 		if err := v.Reviews.Create(ctx, sar); err != nil {
 			return nil, fmt.Errorf("checking access to restart target %s: %w", t, err)
 		}
-		if !sar.Status.Allowed {
-			errs = append(errs, field.Forbidden(targetPath(cred, t), fmt.Sprintf(
-				"%s may not patch %s %q in namespace %s; agentcred restarts only workloads the credential's author could restart (kubectl rollout restart needs patch)",
-				req.UserInfo.Username, t.Kind, t.Name, cred.Namespace)))
+		if sar.Status.Allowed {
+			continue
 		}
+		refusal := fmt.Sprintf("%s may not patch %s %q in namespace %s", req.UserInfo.Username, t.Kind, t.Name, cred.Namespace)
+		if trigger != nil {
+			if p := trigger(t); p != nil {
+				errs = append(errs, field.Forbidden(p, fmt.Sprintf(
+					"this asks for a new key, which restarts every restart target, and %s (%s); only someone who could restart each target may, or remove the target first",
+					refusal, targetPath(cred, t))))
+				continue
+			}
+		}
+		errs = append(errs, field.Forbidden(targetPath(cred, t), refusal+
+			"; agentcred restarts only workloads the credential's author could restart (kubectl rollout restart needs patch)"))
 	}
 	return errs, nil
 }
@@ -248,10 +328,16 @@ func (v *Validator) checkSecretName(ctx context.Context, cred *authv1alpha1.Agen
 
 // checkIdentities refuses identities whose IdentityClaim binds them to
 // another namespace (and, with preassigned claims, identities no claim binds
-// to this one). The message names the field, never the holder. Claims are
-// read from the cache: the controller, which creates them with one atomic
-// Create, is the authority; this only refuses early.
+// to this one), when the caller is authenticated. The message names the
+// field, never the holder. Claims are read from the cache: the controller,
+// which creates them with one atomic Create, is the authority; this only
+// refuses early.
 func (v *Validator) checkIdentities(ctx context.Context, cred *authv1alpha1.AgentCredential, ids []tenancy.Identity) (field.ErrorList, error) {
+	if !v.CallersAuthenticated {
+		// A forger chooses the namespace: refusing here would tell them
+		// whether it holds the identity, and in turn which one does.
+		return nil, nil
+	}
 	var errs field.ErrorList
 	for _, id := range ids {
 		claim := &authv1alpha1.IdentityClaim{}

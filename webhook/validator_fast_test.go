@@ -47,7 +47,21 @@ func fakeValidator(mode tenancy.Mode, objs ...client.Object) *webhook.Validator 
 		WithIndex(&authv1alpha1.IdentityClaim{}, identityindex.ClaimsByCredential, identityindex.UsedBy).
 		WithIndex(&authv1alpha1.IdentityClaim{}, identityindex.ClaimsByNamespace, identityindex.BoundNamespace).
 		Build()
-	return &webhook.Validator{Credentials: c, Secrets: c, IdentityClaims: mode}
+	return &webhook.Validator{Credentials: c, Secrets: c, IdentityClaims: mode, CallersAuthenticated: true}
+}
+
+// reviewOf is the context of an admission request for obj, made by alice
+// in obj's namespace, as kube-apiserver sends it.
+func reviewOf(obj client.Object) context.Context {
+	return reviewAs(obj.GetNamespace(), "alice")
+}
+
+// reviewAs is the context of an admission request in namespace by user.
+func reviewAs(namespace, user string) context.Context {
+	return admission.NewContextWithRequest(context.Background(), admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{
+		Namespace: namespace,
+		UserInfo:  authenticationv1.UserInfo{Username: user, Groups: []string{"devs"}, Extra: map[string]authenticationv1.ExtraValue{"scope": {"x"}}},
+	}})
 }
 
 func TestValidatorCreateTable(t *testing.T) {
@@ -105,7 +119,7 @@ func TestValidatorCreateTable(t *testing.T) {
 			if mode == "" {
 				mode = tenancy.FirstUse
 			}
-			_, err := fakeValidator(mode, tt.existing...).ValidateCreate(context.Background(), tt.cred)
+			_, err := fakeValidator(mode, tt.existing...).ValidateCreate(reviewOf(tt.cred), tt.cred)
 			if len(tt.want) == 0 {
 				g.Expect(err).NotTo(HaveOccurred())
 				return
@@ -132,18 +146,18 @@ func TestValidatorUpdateChecksOnlyAddedIdentities(t *testing.T) {
 	// annotation change or a deletion must still pass.
 	annotated := old.DeepCopy()
 	annotated.Annotations = map[string]string{authv1alpha1.RotateAnnotation: "1"}
-	_, err := v.ValidateUpdate(context.Background(), old, annotated)
+	_, err := v.ValidateUpdate(reviewOf(old), old, annotated)
 	g.Expect(err).NotTo(HaveOccurred())
 	// Adding an agent claimed elsewhere is refused, with its index.
 	added := old.DeepCopy()
 	added.Spec.Agents = []string{agentX, agentY}
-	_, err = v.ValidateUpdate(context.Background(), old, added)
+	_, err = v.ValidateUpdate(reviewOf(old), old, added)
 	g.Expect(err).To(MatchError(ContainSubstring("spec.agents[1]: Forbidden")))
 	g.Expect(err.Error()).NotTo(ContainSubstring("spec.user"))
 	// Adding it while being deleted passes.
 	deleting := added.DeepCopy()
 	deleting.DeletionTimestamp = ptr.To(metav1.Now())
-	_, err = v.ValidateUpdate(context.Background(), old, deleting)
+	_, err = v.ValidateUpdate(reviewOf(old), old, deleting)
 	g.Expect(err).NotTo(HaveOccurred())
 	// Deletes always pass.
 	_, err = v.ValidateDelete(context.Background(), added)
@@ -156,7 +170,7 @@ func TestValidatorWarnings(t *testing.T) {
 		c.Spec.Rotation.Period = &metav1.Duration{Duration: authv1alpha1.MaxRotationPeriod}
 		c.Spec.Rotation.GracePeriod = &metav1.Duration{}
 	})
-	w, err := fakeValidator(tenancy.FirstUse).ValidateCreate(context.Background(), cred)
+	w, err := fakeValidator(tenancy.FirstUse).ValidateCreate(reviewOf(cred), cred)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(w).To(ConsistOf(ContainSubstring("spec.rotation.period"), ContainSubstring("spec.rotation.gracePeriod: 0s")))
 }
@@ -191,7 +205,7 @@ func TestValidatorExpiryWarnings(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			g := NewWithT(t)
-			w, err := v.ValidateCreate(context.Background(), tt.cred)
+			w, err := v.ValidateCreate(reviewOf(tt.cred), tt.cred)
 			g.Expect(err).NotTo(HaveOccurred())
 			g.Expect(w).To(HaveLen(len(tt.want)))
 			for i, s := range tt.want {
@@ -218,11 +232,7 @@ func TestValidatorRestartTargetsNeedTheRequestersPatchRight(t *testing.T) {
 	withTarget := func(c *authv1alpha1.AgentCredential) {
 		c.Spec.Rotation.RestartTargets = []authv1alpha1.RestartTarget{target}
 	}
-	as := func(user string) context.Context {
-		return admission.NewContextWithRequest(context.Background(), admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{
-			UserInfo: authenticationv1.UserInfo{Username: user, Groups: []string{"devs"}, Extra: map[string]authenticationv1.ExtraValue{"scope": {"x"}}},
-		}})
-	}
+	as := func(user string) context.Context { return reviewAs("team-a", user) }
 	t.Run("allowed", func(t *testing.T) {
 		g := NewWithT(t)
 		var seen []authorizationv1.SubjectAccessReviewSpec
@@ -266,6 +276,7 @@ func TestValidatorRestartTargetsNeedTheRequestersPatchRight(t *testing.T) {
 		g.Expect(err).To(HaveOccurred())
 		v.Reviews = sarAllowing("alice", new([]authorizationv1.SubjectAccessReviewSpec))
 		_, err = v.ValidateCreate(context.Background(), apiKey("team-a", "c", agentX, withTarget))
+		g.Expect(err).To(MatchError(ContainSubstring("admission.Request not found")))
 		g.Expect(err).To(HaveOccurred())
 	})
 }
@@ -291,7 +302,8 @@ func TestValidatorSandboxNamespaceAdmitsOnlySandboxCredentials(t *testing.T) {
 	}
 	for _, tt := range tests {
 		g := NewWithT(t)
-		_, err := v.ValidateCreate(context.Background(), apiKey(tt.ns, tt.name, agentX, env(tt.env)))
+		cred := apiKey(tt.ns, tt.name, agentX, env(tt.env))
+		_, err := v.ValidateCreate(reviewOf(cred), cred)
 		if tt.refused {
 			g.Expect(err).To(MatchError(ContainSubstring("spec.environment: Forbidden: namespace qa is labelled auth.agrenting.io/environment=sandbox")), tt.name)
 		} else {
@@ -302,6 +314,189 @@ func TestValidatorSandboxNamespaceAdmitsOnlySandboxCredentials(t *testing.T) {
 	old := apiKey("qa", "legacy", agentX)
 	cur := old.DeepCopy()
 	cur.Annotations = map[string]string{"x": "y"}
-	_, err := v.ValidateUpdate(context.Background(), old, cur)
+	_, err := v.ValidateUpdate(reviewOf(old), old, cur)
 	NewWithT(t).Expect(err).NotTo(HaveOccurred())
+}
+
+// countingValidator is fakeValidator whose reads are counted: a refused
+// forged review must make none.
+func countingValidator(mode tenancy.Mode, reads *int, objs ...client.Object) *webhook.Validator {
+	v := fakeValidator(mode, objs...)
+	count := interceptor.Funcs{
+		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			*reads++
+			return c.Get(ctx, key, obj, opts...)
+		},
+		List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+			*reads++
+			return c.List(ctx, list, opts...)
+		},
+	}
+	c := interceptor.NewClient(v.Credentials.(client.WithWatch), count)
+	v.Credentials, v.Secrets = c, c
+	return v
+}
+
+func TestValidatorRefusesReviewsForAnotherNamespace(t *testing.T) {
+	target := func(c *authv1alpha1.AgentCredential) {
+		c.Spec.Rotation.RestartTargets = []authv1alpha1.RestartTarget{{Kind: authv1alpha1.DeploymentKind, Name: "api"}}
+	}
+	cred := apiKey("team-a", "probe", agentX, target)
+	tests := []struct {
+		name string
+		ctx  context.Context
+		cred *authv1alpha1.AgentCredential
+		want string
+	}{
+		{"object in another namespace", reviewAs("mallory", "alice"), cred,
+			`metadata.namespace: Forbidden: the object's namespace "team-a" is not the request's "mallory"`},
+		{"request without a namespace", reviewAs("", "alice"), cred, "metadata.namespace: Forbidden"},
+		{"object without a namespace", reviewAs("", "alice"), apiKey("", "probe", agentX, target), "metadata.namespace: Required"},
+		{"no admission request", context.Background(), cred, "admission.Request not found"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := NewWithT(t)
+			reads := 0
+			var seen []authorizationv1.SubjectAccessReviewSpec
+			v := countingValidator(tenancy.Preassigned, &reads, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "probe"}})
+			v.Reviews = sarAllowing("alice", &seen)
+			_, err := v.ValidateCreate(tt.ctx, tt.cred)
+			g.Expect(err).To(MatchError(ContainSubstring(tt.want)))
+			g.Expect(err.Error()).NotTo(ContainSubstring("spec."), "a refused review reveals nothing of the namespace")
+			_, err = v.ValidateUpdate(tt.ctx, tt.cred, tt.cred)
+			g.Expect(err).To(MatchError(ContainSubstring(tt.want)))
+			g.Expect(reads).To(BeZero(), "no lookup for a review that points elsewhere")
+			g.Expect(seen).To(BeEmpty(), "no SubjectAccessReview either")
+		})
+	}
+	t.Run("old object in another namespace", func(t *testing.T) {
+		g := NewWithT(t)
+		old := apiKey("team-b", "probe", agentX)
+		_, err := fakeValidator(tenancy.FirstUse).ValidateUpdate(reviewOf(cred), old, cred)
+		g.Expect(err).To(MatchError(ContainSubstring("metadata.namespace: Forbidden: the old object is in another namespace")))
+	})
+}
+
+// TestValidatorUnauthenticatedCallersLearnNothingOfClaims: without a
+// verified client certificate anyone may forge a review for any namespace,
+// so the answer must be the same whether another namespace holds the
+// identity, this one does, or none does; the controller refuses instead.
+func TestValidatorUnauthenticatedCallersLearnNothingOfClaims(t *testing.T) {
+	user := tenancy.User("ceo@example.com")
+	token := func(ns string) *authv1alpha1.AgentCredential {
+		return &authv1alpha1.AgentCredential{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "probe"},
+			Spec:       authv1alpha1.AgentCredentialSpec{Type: authv1alpha1.UserTokenType, User: user.Value, Agents: []string{agentX}},
+		}
+	}
+	holders := map[string][]client.Object{
+		"unclaimed":              nil,
+		"held by this namespace": {fakeClaim(user, "team-a"), fakeClaim(tenancy.Agent(agentX), "team-a")},
+		"held by another":        {fakeClaim(user, "team-b"), fakeClaim(tenancy.Agent(agentX), "team-b")},
+	}
+	for _, mode := range []tenancy.Mode{tenancy.FirstUse, tenancy.Preassigned} {
+		for name, claims := range holders {
+			t.Run(string(mode)+"/"+name, func(t *testing.T) {
+				g := NewWithT(t)
+				reads := 0
+				v := countingValidator(mode, &reads, claims...)
+				v.CallersAuthenticated = false
+				cred := token("team-a")
+				w, err := v.ValidateCreate(reviewOf(cred), cred)
+				g.Expect(err).NotTo(HaveOccurred())
+				g.Expect(w).To(BeEmpty())
+				added := cred.DeepCopy()
+				added.Spec.Agents = append(added.Spec.Agents, agentY)
+				_, err = v.ValidateUpdate(reviewOf(cred), cred, added)
+				g.Expect(err).NotTo(HaveOccurred())
+				// The Secret, the namespace's credentials and the Namespace
+				// (environment) are read: three lookups, all in team-a, none
+				// of an IdentityClaim.
+				g.Expect(reads).To(Equal(3))
+			})
+		}
+	}
+}
+
+func TestValidatorNewKeyNeedsThePatchRightOnEveryTarget(t *testing.T) {
+	targets := func(c *authv1alpha1.AgentCredential) {
+		c.Spec.Rotation.RestartTargets = []authv1alpha1.RestartTarget{
+			{Kind: authv1alpha1.DeploymentKind, Name: "payments"}, {Kind: authv1alpha1.StatefulSetKind, Name: "db"}}
+		c.Spec.ExpiresAt = &metav1.Time{Time: time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)}
+		c.Spec.Rotation.Period = &metav1.Duration{Duration: 48 * time.Hour}
+		c.Annotations = map[string]string{authv1alpha1.RotateAnnotation: "1"}
+	}
+	rotatePath := "metadata.annotations[auth.agrenting.io/rotate]: Forbidden: this asks for a new key, which restarts every restart target, and mallory may not patch "
+	tests := []struct {
+		name   string
+		before func(*authv1alpha1.AgentCredential) // of the old object
+		change func(*authv1alpha1.AgentCredential)
+		want   []string // error substrings; none: admitted without a review
+	}{
+		{"rotate annotation changed", nil, func(c *authv1alpha1.AgentCredential) { c.Annotations[authv1alpha1.RotateAnnotation] = "2" },
+			[]string{rotatePath + `Deployment "payments" in namespace team-a (spec.rotation.restartTargets[0])`,
+				rotatePath + `StatefulSet "db" in namespace team-a (spec.rotation.restartTargets[1])`}},
+		{"rotate annotation added", func(c *authv1alpha1.AgentCredential) { c.Annotations = nil },
+			func(c *authv1alpha1.AgentCredential) {
+				c.Annotations = map[string]string{authv1alpha1.RotateAnnotation: "1"}
+			},
+			[]string{rotatePath + `Deployment "payments"`}},
+		{"rotate annotation removed", nil, func(c *authv1alpha1.AgentCredential) { delete(c.Annotations, authv1alpha1.RotateAnnotation) }, nil},
+		{"other annotation", nil, func(c *authv1alpha1.AgentCredential) { c.Annotations["team"] = "pay" }, nil},
+		{"expiry extended", nil, func(c *authv1alpha1.AgentCredential) { c.Spec.ExpiresAt.Time = c.Spec.ExpiresAt.AddDate(0, 1, 0) },
+			[]string{"spec.expiresAt: Forbidden: this asks for a new key", "(spec.rotation.restartTargets[1])"}},
+		{"expiry removed", nil, func(c *authv1alpha1.AgentCredential) { c.Spec.ExpiresAt = nil }, []string{"spec.expiresAt: Forbidden"}},
+		{"expiry brought forward", nil, func(c *authv1alpha1.AgentCredential) { c.Spec.ExpiresAt.Time = c.Spec.ExpiresAt.AddDate(0, -1, 0) }, nil},
+		{"period shortened", nil, func(c *authv1alpha1.AgentCredential) { c.Spec.Rotation.Period.Duration = time.Hour },
+			[]string{"spec.rotation.period: Forbidden: this asks for a new key"}},
+		{"period lengthened", nil, func(c *authv1alpha1.AgentCredential) { c.Spec.Rotation.Period.Duration = 72 * time.Hour }, nil},
+		{"rotation and a new target", nil, func(c *authv1alpha1.AgentCredential) {
+			c.Annotations[authv1alpha1.RotateAnnotation] = "2"
+			c.Spec.Rotation.RestartTargets = append(c.Spec.Rotation.RestartTargets, authv1alpha1.RestartTarget{Kind: authv1alpha1.DaemonSetKind, Name: "agent"})
+		}, []string{rotatePath + `Deployment "payments"`, `spec.rotation.restartTargets[2]: Forbidden: mallory may not patch DaemonSet "agent"`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := NewWithT(t)
+			old := apiKey("team-a", "c", agentX, targets)
+			if tt.before != nil {
+				tt.before(old)
+			}
+			cur := old.DeepCopy()
+			tt.change(cur)
+			for _, user := range []string{"mallory", "alice"} {
+				var seen []authorizationv1.SubjectAccessReviewSpec
+				v := fakeValidator(tenancy.FirstUse)
+				v.Reviews = sarAllowing("alice", &seen)
+				_, err := v.ValidateUpdate(reviewAs("team-a", user), old, cur)
+				if len(tt.want) == 0 {
+					g.Expect(err).NotTo(HaveOccurred())
+					g.Expect(seen).To(BeEmpty(), "no new key, no review")
+					continue
+				}
+				g.Expect(seen).To(HaveLen(len(cur.Spec.Rotation.RestartTargets)), "every target is reviewed")
+				if user == "alice" {
+					g.Expect(err).NotTo(HaveOccurred(), "one who may restart every target may ask for a new key")
+					continue
+				}
+				g.Expect(err).To(HaveOccurred())
+				for _, w := range tt.want {
+					g.Expect(err.Error()).To(ContainSubstring(w))
+				}
+			}
+		})
+	}
+	t.Run("no targets, no review", func(t *testing.T) {
+		g := NewWithT(t)
+		var seen []authorizationv1.SubjectAccessReviewSpec
+		v := fakeValidator(tenancy.FirstUse)
+		v.Reviews = sarAllowing("alice", &seen)
+		old := apiKey("team-a", "c", agentX)
+		cur := old.DeepCopy()
+		cur.Annotations = map[string]string{authv1alpha1.RotateAnnotation: "now"}
+		_, err := v.ValidateUpdate(reviewAs("team-a", "mallory"), old, cur)
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(seen).To(BeEmpty())
+	})
 }

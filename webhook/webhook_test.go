@@ -3,9 +3,12 @@ package webhook_test
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,6 +38,14 @@ var (
 	adminCfg *rest.Config  // the control plane's admin, for impersonation
 	warnings = &warningRecorder{}
 	ctx      = context.Background()
+
+	// The suite's webhook requires kube-apiserver's client certificate,
+	// apiserverPKI's; the open webhook, as the default install runs it,
+	// requires none.
+	webhookAddr, openWebhookAddr string
+	servingCA                    []byte
+	apiserverPKI                 *clientPKI
+	openCached                   client.Client
 )
 
 // warningRecorder collects the warnings the API server relays, as kubectl shows them.
@@ -60,42 +71,89 @@ func (w *warningRecorder) take() []string {
 func TestMain(m *testing.M) { os.Exit(run(m)) }
 
 func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "agentcred-webhook-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+	apiserverPKI, err = newClientPKI("kube-apiserver")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	clientCAFile, admissionConfig, err := apiserverPKI.admissionConfig(dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	return harness.Run(harness.RunInput{
 		M: m, ShortTests: "^TestValidator",
 		Configure: []func(*envtest.Environment){func(e *envtest.Environment) {
 			e.WebhookInstallOptions = envtest.WebhookInstallOptions{
 				Paths: []string{filepath.Join(controlplane.RepoRoot(), "config", "webhook")},
 			}
+			e.ControlPlane.GetAPIServer().Configure().Set("admission-control-config-file", admissionConfig)
 		}},
 		Setup: func(ctx context.Context, env *harness.Env) (func() error, error) {
 			// The webhook alone, assembled as the binary assembles it, serving
-			// on the address and certificate envtest registered.
+			// on the address and certificate envtest registered, answering
+			// kube-apiserver only.
 			wio := &env.WebhookInstallOptions
+			servingCA = wio.LocalServingCAData
 			o := harness.OperatorOptions()
 			o.EnableController, o.EnableWebhook = false, true
 			o.WebhookHost, o.WebhookPort, o.WebhookCertDir = wio.LocalServingHost, wio.LocalServingPort, wio.LocalServingCertDir
 			o.WebhookCertManagement = operator.ExternalCerts
+			o.WebhookClientCAFile = clientCAFile
 			op, stop, err := harness.StartOperator(ctx, env.Config, o, operator.Deps{})
 			if err != nil {
 				return nil, err
 			}
 			cached, k8s, adminCfg = op.GetClient(), env.Client, env.Config
-			if err := waitForTLS(fmt.Sprintf("%s:%d", wio.LocalServingHost, wio.LocalServingPort)); err != nil {
+			webhookAddr = net.JoinHostPort(wio.LocalServingHost, strconv.Itoa(wio.LocalServingPort))
+			if err := waitForTLS(webhookAddr); err != nil {
 				return stop, err
+			}
+			// The same without a client CA, for the forged reviews.
+			open := o
+			open.WebhookClientCAFile = ""
+			open.WebhookPort, err = freePort()
+			if err != nil {
+				return stop, err
+			}
+			openOp, stopOpen, err := harness.StartOperator(ctx, env.Config, open, operator.Deps{})
+			if err != nil {
+				return stop, err
+			}
+			stopBoth := func() error { return errors.Join(stopOpen(), stop()) }
+			openCached = openOp.GetClient()
+			openWebhookAddr = net.JoinHostPort(wio.LocalServingHost, strconv.Itoa(open.WebhookPort))
+			if err := waitForTLS(openWebhookAddr); err != nil {
+				return stopBoth, err
 			}
 			cfg := rest.CopyConfig(env.Config)
 			cfg.WarningHandler = warnings
 			warned, err = client.New(cfg, client.Options{Scheme: controlplane.Scheme()})
-			return stop, err
+			return stopBoth, err
 		},
 	})
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = l.Close() }()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // waitForTLS waits until the webhook server answers TLS at addr.
 func waitForTLS(addr string) error {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // readiness probe only
+		conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, Certificates: []tls.Certificate{apiserverPKI.clientCertificate}}) //nolint:gosec // readiness probe only
 		if err == nil {
 			return conn.Close()
 		}
@@ -172,6 +230,16 @@ func TestRefusesAnotherCredentialsSecret(t *testing.T) {
 	g.Expect(k8s.Create(ctx, issued)).To(Succeed())
 	err = k8s.Create(ctx, apiKey(ns, "third", newAgentID(), func(c *authv1alpha1.AgentCredential) { c.Spec.SecretName = "issued" }))
 	g.Expect(err).To(MatchError(ContainSubstring(`Secret "issued" belongs to AgentCredential "first"`)))
+}
+
+// seenByOpenWebhook waits until the open webhook's cache holds the claims.
+func seenByOpenWebhook(t *testing.T, claims ...string) {
+	t.Helper()
+	for _, name := range claims {
+		NewWithT(t).Eventually(func() error {
+			return openCached.Get(ctx, client.ObjectKey{Name: name}, &authv1alpha1.IdentityClaim{})
+		}).WithTimeout(10 * time.Second).WithPolling(10 * time.Millisecond).Should(Succeed())
+	}
 }
 
 // claimFor creates the IdentityClaim binding id to namespace, as the
@@ -251,12 +319,12 @@ func TestRefusesIdentityClaimedElsewhere(t *testing.T) {
 func TestPreassignedRefusesUnassignedIdentities(t *testing.T) {
 	g := NewWithT(t)
 	ns := newNamespace(t)
-	v := &webhook.Validator{Credentials: cached, Secrets: k8s, IdentityClaims: tenancy.Preassigned}
+	v := &webhook.Validator{Credentials: cached, Secrets: k8s, IdentityClaims: tenancy.Preassigned, CallersAuthenticated: true}
 	agent := newAgentID()
-	_, err := v.ValidateCreate(ctx, apiKey(ns, "unassigned", agent))
+	_, err := v.ValidateCreate(reviewOf(apiKey(ns, "", "")), apiKey(ns, "unassigned", agent))
 	g.Expect(err).To(MatchError(ContainSubstring("spec.agentID: Forbidden: agent ID " + agent + " is not assigned to this namespace: a cluster admin must create IdentityClaim agent-" + agent)))
 	claimFor(t, tenancy.Agent(agent), ns)
-	_, err = v.ValidateCreate(ctx, apiKey(ns, "assigned", agent))
+	_, err = v.ValidateCreate(reviewOf(apiKey(ns, "", "")), apiKey(ns, "assigned", agent))
 	g.Expect(err).NotTo(HaveOccurred())
 }
 

@@ -9,10 +9,13 @@ package operator
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 
 	"github.com/open-policy-agent/cert-controller/pkg/rotator"
@@ -144,12 +147,38 @@ func newManager(cfg *rest.Config, o *Options, deps Deps) (manager.Manager, error
 		LeaderElectionID:        "agentcred.auth.agrenting.io",
 		LeaderElectionNamespace: o.OperatorNamespace,
 		Cache:                   cacheOptions,
-		WebhookServer:           ctrlwebhook.NewServer(ctrlwebhook.Options{Host: o.WebhookHost, Port: o.WebhookPort, CertDir: o.WebhookCertDir}),
 	}
+	webhookOptions, err := webhookServerOptions(o)
+	if err != nil {
+		return nil, err
+	}
+	opts.WebhookServer = ctrlwebhook.NewServer(webhookOptions)
 	if deps.ManagerOptions != nil {
 		deps.ManagerOptions(&opts)
 	}
 	return ctrl.NewManager(cfg, opts)
+}
+
+// webhookServerOptions are the webhook server's: with
+// --webhook-client-ca-file, every connection must present a client
+// certificate that CA signed (read once, at start).
+func webhookServerOptions(o *Options) (ctrlwebhook.Options, error) {
+	opts := ctrlwebhook.Options{Host: o.WebhookHost, Port: o.WebhookPort, CertDir: o.WebhookCertDir}
+	if o.WebhookClientCAFile == "" {
+		return opts, nil
+	}
+	pem, err := os.ReadFile(o.WebhookClientCAFile)
+	if err != nil {
+		return opts, fmt.Errorf("reading --webhook-client-ca-file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return opts, fmt.Errorf("--webhook-client-ca-file %s holds no PEM certificate", o.WebhookClientCAFile)
+	}
+	opts.TLSOpts = []func(*tls.Config){func(c *tls.Config) {
+		c.ClientCAs, c.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}}
+	return opts, nil
 }
 
 // metricsOptions serves metrics over HTTPS to callers the API server
@@ -170,7 +199,10 @@ func metricsOptions(o *Options) metricsserver.Options {
 // serving certificate in a Secret, keeps them fresh and injects the CA into
 // the ValidatingWebhookConfiguration.
 func setupWebhook(mgr manager.Manager, o *Options) error {
-	v := &agentwebhook.Validator{Credentials: mgr.GetClient(), Secrets: mgr.GetAPIReader(), Reviews: mgr.GetClient(), IdentityClaims: o.IdentityClaims}
+	v := &agentwebhook.Validator{
+		Credentials: mgr.GetClient(), Secrets: mgr.GetAPIReader(), Reviews: mgr.GetClient(), IdentityClaims: o.IdentityClaims,
+		CallersAuthenticated: o.WebhookClientCAFile != "",
+	}
 	if o.WebhookCertManagement == ExternalCerts {
 		// The certificate is there already: register now, before the
 		// manager starts the webhook server (registering while it starts
@@ -225,7 +257,6 @@ func setupController(mgr manager.Manager, o *Options, deps Deps) (*controllers.M
 	}
 	r := controllers.NewReconciler(mgr, deps.Clock, o.OperatorNamespace, metrics)
 	r.IdentityClaims, r.MaxClaimsPerNamespace, r.MaxGrace = o.IdentityClaims, o.MaxClaimsPerNamespace, o.MaxGrace
-	r.MaxCredentialsPerNamespace = o.MaxCredentialsPerNamespace
 	if err := r.SetupWithManager(mgr, controllers.SetupOptions{MaxConcurrentReconciles: o.MaxConcurrentReconciles}); err != nil {
 		return nil, err
 	}

@@ -257,6 +257,7 @@ func setupController(mgr manager.Manager, o *Options, deps Deps) (*controllers.M
 	}
 	r := controllers.NewReconciler(mgr, deps.Clock, o.OperatorNamespace, metrics)
 	r.IdentityClaims, r.MaxClaimsPerNamespace, r.MaxGrace = o.IdentityClaims, o.MaxClaimsPerNamespace, o.MaxGrace
+	r.MaxCredentialsPerNamespace = o.MaxCredentialsPerNamespace
 	if err := r.SetupWithManager(mgr, controllers.SetupOptions{MaxConcurrentReconciles: o.MaxConcurrentReconciles}); err != nil {
 		return nil, err
 	}

@@ -50,6 +50,9 @@ type Options struct {
 	ClaimHold      time.Duration
 	// MaxClaimsPerNamespace bounds the claims one namespace makes on first use.
 	MaxClaimsPerNamespace int
+	// MaxCredentialsPerNamespace bounds the credentials of one namespace
+	// that get keys (0: no limit).
+	MaxCredentialsPerNamespace int
 	// MaxGrace caps the previous key's life while restart targets roll out.
 	MaxGrace time.Duration
 
@@ -104,31 +107,32 @@ type Options struct {
 // DefaultOptions are the flags' defaults: everything in one process.
 func DefaultOptions() Options {
 	return Options{
-		MetricsAddr:             ":8080",
-		MetricsSecure:           true,
-		PprofAddr:               "0",
-		ProbeAddr:               ":8081",
-		MaxConcurrentReconciles: 4,
-		IdentityClaims:          tenancy.FirstUse,
-		ClaimHold:               controllers.DefaultClaimHold,
-		MaxClaimsPerNamespace:   10000,
-		MaxGrace:                controllers.DefaultMaxGrace,
-		EnableController:        true,
-		EnableAuthEndpoint:      true,
-		EnableWebhook:           true,
-		WebhookPort:             9443,
-		WebhookCertDir:          "/tmp/k8s-webhook-server/serving-certs",
-		WebhookCertManagement:   SelfSignedCerts,
-		WebhookServiceName:      "agentcred-webhook-service",
-		WebhookConfigName:       "agentcred-validating-webhook-configuration",
-		AuthAddr:                ":8082",
-		AuthServiceName:         "agentcred-auth",
-		GRPCAuthAddr:            "0",
-		AuthMaxConnections:      2048,
-		SessionTTL:              time.Hour,
-		SessionKeyRotation:      24 * time.Hour,
-		FailureRate:             1,
-		FailureBurst:            20,
+		MetricsAddr:                ":8080",
+		MetricsSecure:              true,
+		PprofAddr:                  "0",
+		ProbeAddr:                  ":8081",
+		MaxConcurrentReconciles:    4,
+		IdentityClaims:             tenancy.FirstUse,
+		ClaimHold:                  controllers.DefaultClaimHold,
+		MaxClaimsPerNamespace:      10000,
+		MaxCredentialsPerNamespace: controllers.DefaultMaxCredentialsPerNamespace,
+		MaxGrace:                   controllers.DefaultMaxGrace,
+		EnableController:           true,
+		EnableAuthEndpoint:         true,
+		EnableWebhook:              true,
+		WebhookPort:                9443,
+		WebhookCertDir:             "/tmp/k8s-webhook-server/serving-certs",
+		WebhookCertManagement:      SelfSignedCerts,
+		WebhookServiceName:         "agentcred-webhook-service",
+		WebhookConfigName:          "agentcred-validating-webhook-configuration",
+		AuthAddr:                   ":8082",
+		AuthServiceName:            "agentcred-auth",
+		GRPCAuthAddr:               "0",
+		AuthMaxConnections:         2048,
+		SessionTTL:                 time.Hour,
+		SessionKeyRotation:         24 * time.Hour,
+		FailureRate:                1,
+		FailureBurst:               20,
 	}
 }
 
@@ -149,6 +153,8 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 		"How long an IdentityClaim that agentcred made stays with its namespace after the last credential there stopped using it.")
 	fs.IntVar(&o.MaxClaimsPerNamespace, "max-claims-per-namespace", o.MaxClaimsPerNamespace,
 		"How many IdentityClaims may bind one namespace before it can claim no more identities on first use (claims are cluster-scoped: no ResourceQuota counts them); 0: no limit.")
+	fs.IntVar(&o.MaxCredentialsPerNamespace, "max-credentials-per-namespace", o.MaxCredentialsPerNamespace,
+		"How many AgentCredentials of one namespace get keys: the oldest (by creation time, then name) do, the newer ones report Ready=False reason "+controllers.ReasonCredentialLimitReached+" and get no key. It bounds what one tenant costs the manager's memory; a ResourceQuota on count/agentcredentials.auth.agrenting.io refuses them at creation instead. 0: no limit.")
 	fs.DurationVar(&o.MaxGrace, "max-grace", o.MaxGrace,
 		"How long, at most, a scheduled rotation's previous key stays valid while a restart target is still rolling out (a Warning event GraceCapReached when it is cut).")
 	fs.BoolVar(&o.EnableController, "enable-controller", o.EnableController, "Run the AgentCredential controller (and the session signing-key rotator). Off: the auth endpoint alone, needing only read access to Secrets in the operator namespace.")
@@ -204,6 +210,8 @@ func (o *Options) Complete() error {
 		return errors.New("--auth-max-connections must be at least 1")
 	case o.MaxClaimsPerNamespace < 0:
 		return errors.New("--max-claims-per-namespace must not be negative")
+	case o.MaxCredentialsPerNamespace < 0:
+		return errors.New("--max-credentials-per-namespace must not be negative")
 	case o.ClaimHold < time.Minute:
 		return errors.New("--claim-hold must be at least 1m")
 	case o.MaxGrace < 0:

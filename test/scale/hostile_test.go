@@ -1,0 +1,192 @@
+package scale
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/go-logr/logr"
+	ctrl "sigs.k8s.io/controller-runtime"
+
+	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
+	"github.com/agrenting/agentcred/controllers"
+	"github.com/agrenting/agentcred/internal/operator"
+	"github.com/agrenting/agentcred/internal/rollout"
+	"github.com/agrenting/agentcred/test/harness"
+)
+
+// hostileCredential is as large as the schema lets a tenant make it: a
+// secretTemplate of 3 × 16,000-character annotations (under the 64 KiB
+// bound) and a 150 KiB kubectl last-applied-configuration annotation.
+func hostileCredential(ns string, i int) *authv1alpha1.AgentCredential {
+	c := credential(ns, i)
+	c.Annotations = map[string]string{"kubectl.kubernetes.io/last-applied-configuration": strings.Repeat("a", 150<<10)}
+	c.Labels = map[string]string{"padding": strings.Repeat("l", 63)}
+	c.Spec.SecretTemplate = &authv1alpha1.SecretTemplate{Annotations: map[string]string{}}
+	for j := range 3 {
+		c.Spec.SecretTemplate.Annotations[fmt.Sprintf("pad.example.com/k%d", j)] = strings.Repeat("t", 16000)
+	}
+	return c
+}
+
+// hostileDeployment carries a 200 KiB restarted-for value on its pod template.
+func hostileDeployment(ns string, i int) *appsv1.Deployment {
+	labels := map[string]string{"app": "hostile"}
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("hostile-%d", i)},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To[int32](0),
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{authv1alpha1.RestartedForAnnotation: strings.Repeat("r", 200<<10)}},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "example.com/app"}}},
+			},
+		},
+	}
+}
+
+// BenchmarkHostileObjectsCostLittle: a tenant creates N AgentCredentials as
+// large as the schema allows and N Deployments with a 200 KiB
+// restarted-for annotation (issue 23 item 3). The operator, in-process with
+// --max-credentials-per-namespace=N-limitMargin, caches them trimmed: at
+// N = 1,000 the heap (after a forced GC) grows by less than 10 MiB,
+// against about 200 MiB of hostile metadata (before the trims: about that
+// much). The bound is enforced on the way: the newest credentials beyond
+// it get no key, and deleting the oldest lets the first of them in.
+func BenchmarkHostileObjectsCostLittle(b *testing.B) {
+	n := scaleN()
+	const limitMargin = 5
+	limit := max(n-limitMargin, 1)
+	for b.Loop() {
+		cfg := rest.CopyConfig(env.Config)
+		cfg.QPS, cfg.Burst = 1000, 2000
+		o := harness.OperatorOptions()
+		o.MaxConcurrentReconciles, o.MaxClaimsPerNamespace, o.MaxCredentialsPerNamespace = 4, 0, limit
+		op, stopOp, err := harness.StartOperator(ctx, cfg, o, operator.Deps{ManagerOptions: func(mo *ctrl.Options) { mo.Logger = logr.Discard() }})
+		if err != nil {
+			b.Fatal(err)
+		}
+		cached := op.GetClient()
+		ns := newNamespace(b, "hostile")
+		time.Sleep(2 * time.Second) //nolint:forbidigo // let the manager's informers settle before measuring
+		before := heap()
+
+		if err := parallel(n, func(i int) error { return k8s.Create(ctx, hostileCredential(ns, i)) }); err != nil {
+			b.Fatal(err)
+		}
+		refused := func() (ready, over int) {
+			list := &authv1alpha1.AgentCredentialList{}
+			if err := cached.List(ctx, list, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
+				return 0, 0
+			}
+			for i := range list.Items {
+				c := meta.FindStatusCondition(list.Items[i].Status.Conditions, authv1alpha1.ReadyCondition)
+				switch {
+				case c == nil:
+				case c.Status == metav1.ConditionTrue:
+					ready++
+				case c.Reason == controllers.ReasonCredentialLimitReached:
+					over++
+				}
+			}
+			return ready, over
+		}
+		wantOver := n - limit
+		waitCount(b, func() int {
+			ready, over := refused()
+			if over == wantOver {
+				return ready
+			}
+			return 0
+		}, limit)
+		if err := parallel(n, func(i int) error { return k8s.Create(ctx, hostileDeployment(ns, i)) }); err != nil {
+			b.Fatal(err)
+		}
+		waitCount(b, func() int {
+			list := &appsv1.DeploymentList{}
+			if err := cached.List(ctx, list, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
+				return 0
+			}
+			return len(list.Items)
+		}, n)
+		grew := int64(heap()) - int64(before)
+
+		// What the cache holds is what the controller reads.
+		creds := &authv1alpha1.AgentCredentialList{}
+		if err := cached.List(ctx, creds, client.InNamespace(ns)); err != nil {
+			b.Fatal(err)
+		}
+		for i := range creds.Items {
+			c := &creds.Items[i]
+			if c.Spec.SecretTemplate != nil || len(c.Labels) > 0 || len(c.Annotations["kubectl.kubernetes.io/last-applied-configuration"]) > 0 {
+				b.Fatalf("credential %s is cached with its template, labels or last-applied annotation", c.Name)
+			}
+		}
+		deployments := &appsv1.DeploymentList{}
+		if err := cached.List(ctx, deployments, client.InNamespace(ns)); err != nil {
+			b.Fatal(err)
+		}
+		for i := range deployments.Items {
+			if v := rollout.RestartedFor(&deployments.Items[i]); v != "" {
+				b.Fatalf("Deployment %s is cached with a %d-byte restarted-for value", deployments.Items[i].Name, len(v))
+			}
+		}
+
+		// The bound: no hash Secret beyond it; the oldest going lets the next in.
+		hashes := &corev1.SecretList{}
+		if err := k8s.List(ctx, hashes, client.InNamespace(operatorNamespace), client.MatchingLabels{authv1alpha1.CredentialNamespaceLabel: ns}); err != nil {
+			b.Fatal(err)
+		}
+		if len(hashes.Items) != limit {
+			b.Fatalf("%d hash Secrets for %d credentials under a bound of %d, want %d", len(hashes.Items), n, limit, limit)
+		}
+		if wantOver > 0 {
+			if err := k8s.Delete(ctx, &authv1alpha1.AgentCredential{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: oldest(b, ns)}}); err != nil {
+				b.Fatal(err)
+			}
+			waitCount(b, func() int {
+				if ready, over := refused(); over == wantOver-1 {
+					return ready
+				}
+				return 0
+			}, limit)
+		}
+
+		stopOp()
+		if err := k8s.DeleteAllOf(ctx, &appsv1.Deployment{}, client.InNamespace(ns)); err != nil {
+			b.Fatal(err)
+		}
+		purge(b, ns)
+		b.ReportMetric(float64(grew)/1024/1024, "heap-growth-MiB")
+		b.ReportMetric(float64(n)*(150<<10+3*16000+200<<10)/1024/1024, "hostile-metadata-MiB")
+		if n >= 1000 && grew >= 10<<20 {
+			b.Fatalf("%d hostile credentials and %d hostile Deployments grew the manager's heap by %.1f MiB (target < 10 MiB)", n, n, float64(grew)/1024/1024)
+		}
+	}
+}
+
+// oldest names the credential of ns that comes first for the bound.
+func oldest(b *testing.B, ns string) string {
+	b.Helper()
+	list := &authv1alpha1.AgentCredentialList{}
+	if err := k8s.List(ctx, list, client.InNamespace(ns)); err != nil {
+		b.Fatal(err)
+	}
+	first := &list.Items[0]
+	for i := range list.Items {
+		c := &list.Items[i]
+		if c.CreationTimestamp.Before(&first.CreationTimestamp) || (c.CreationTimestamp.Equal(&first.CreationTimestamp) && c.Name < first.Name) {
+			first = c
+		}
+	}
+	return first.Name
+}

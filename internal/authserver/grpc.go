@@ -22,7 +22,11 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/agrenting/agentcred/internal/listener"
 )
 
 // ContextExtensionEnvironment is the ext_authz context extension a route
@@ -41,9 +45,39 @@ const MetadataNamespace = "agentcred"
 // the upstream needs the identity, not the key.
 var credentialHeaders = []string{"x-api-key", "api-key", "authorization"}
 
-// maxCheckRequest bounds a CheckRequest (1 MiB; Envoy's own header limits
-// are far lower).
-const maxCheckRequest = 1 << 20
+// The gRPC server's bounds. A stream costs at most its header list and its
+// message (grpc-go allocates the declared length when the message starts),
+// so the concurrent streams bound the process's memory:
+// grpcMaxStreams × (maxCheckHeaders + maxCheckRequest) = 68 MiB at most,
+// whatever clients send; the connections are bounded by the listener.
+const (
+	// maxCheckRequest bounds a CheckRequest: Envoy sends the request's
+	// headers (its own limit is 60 KiB by default), and a body only with
+	// with_request_body, which must stay below this.
+	maxCheckRequest = 256 << 10
+	// maxCheckHeaders bounds a stream's metadata (grpc-go's default is
+	// 16 MiB); Envoy's own metadata on the call is a few hundred bytes.
+	maxCheckHeaders = 16 << 10
+	// grpcMaxStreams bounds the streams in flight across every connection,
+	// shared as connections are (listener.Limits: per source, a quarter
+	// kept for --trusted-proxies).
+	grpcMaxStreams = 256
+	// grpcStreamsPerConnection is advertised in SETTINGS: Envoy opens
+	// another connection beyond it.
+	grpcStreamsPerConnection = 100
+	// grpcMaxConnections bounds the listener's connections (each costs the
+	// transport's buffers, about 70 KiB).
+	grpcMaxConnections = 512
+	// grpcRequestDeadline bounds a call from its first byte, the receive of
+	// its message included: Envoy's own ext_authz timeout is 200 ms, so a
+	// stream still open after this is a stalled or hostile one.
+	grpcRequestDeadline = 2 * time.Second
+	// Connections are closed (GOAWAY, then the grace for calls in flight)
+	// after maxConnectionAge, so a held connection does not last and
+	// clients rebalance across replicas after a scale-up.
+	maxConnectionAge      = 10 * time.Minute
+	maxConnectionAgeGrace = 30 * time.Second
+)
 
 // GRPCOptions configure the Envoy ext_authz gRPC server.
 type GRPCOptions struct {
@@ -61,13 +95,45 @@ type GRPCServer struct {
 	authv3.UnimplementedAuthorizationServer
 	s    *Server
 	opts GRPCOptions
+	// streams bounds the calls in flight (grpcMaxStreams).
+	streams *listener.Slots
 }
 
 // GRPC returns the ext_authz gRPC server of s (TLS from s's options).
-func (s *Server) GRPC(opts GRPCOptions) *GRPCServer { return &GRPCServer{s: s, opts: opts} }
+func (s *Server) GRPC(opts GRPCOptions) *GRPCServer {
+	return &GRPCServer{s: s, opts: opts, streams: listener.NewSlots(listener.Limits{
+		Name: listenerGRPCStreams, Max: grpcMaxStreams, Trusted: s.opts.TrustedProxies,
+	})}
+}
 
 // NeedLeaderElection is false: every replica serves.
 func (g *GRPCServer) NeedLeaderElection() bool { return false }
+
+// ErrTooManyStreams refuses a stream past grpcMaxStreams or its source's share.
+var ErrTooManyStreams = status.Error(codes.ResourceExhausted, "too many concurrent calls from this source or in total; retry")
+
+// admitStream runs when a stream opens, before anything is read for it
+// (under the transport's lock: it must not block). It takes one of the
+// server's stream slots for the caller and bounds the whole call, its
+// receive included, by grpcRequestDeadline; the slot is given back when the
+// stream ends or the deadline passes, whichever is first.
+func (g *GRPCServer) admitStream(ctx context.Context, _ *tap.Info) (context.Context, error) {
+	var addr netip.Addr
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		addr = parseAddr(p.Addr.String())
+	}
+	slot, reason := g.streams.Take(addr)
+	if reason != "" {
+		g.s.conns.Refused(listenerGRPCStreams, reason)
+		return nil, ErrTooManyStreams
+	}
+	ctx, cancel := context.WithTimeout(ctx, grpcRequestDeadline)
+	context.AfterFunc(ctx, func() {
+		cancel()
+		g.streams.Release(slot)
+	})
+	return ctx, nil
+}
 
 // Check decides one request Envoy forwards.
 func (g *GRPCServer) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
@@ -94,10 +160,8 @@ func (g *GRPCServer) check(ctx context.Context, req *authv3.CheckRequest) (*auth
 	now := g.s.opts.Clock.Now()
 	id, verr := g.s.verifier.Verify(h, now)
 	if verr != nil {
-		if ok, wait := g.s.limiter.Fail(g.clientAddress(ctx, attrs), now); !ok {
-			return deniedAttempt(ErrRateLimited, wait, h)
-		}
-		return deniedAttempt(verr, 0, h)
+		verr, wait := g.s.throttle(verr, g.clientAddress(ctx, attrs), now)
+		return deniedAttempt(verr, wait, h)
 	}
 	if !q.permits(id.Entry.Environment) {
 		return deniedAttempt(ErrEnvironmentNotPermitted, 0, h)
@@ -131,7 +195,7 @@ func (g *GRPCServer) clientAddress(ctx context.Context, attrs *authv3.AttributeC
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 		caller = parseAddr(p.Addr.String())
 	}
-	if !caller.IsValid() || !isTrusted(caller, g.s.opts.TrustedProxies) {
+	if !caller.IsValid() || !listener.IsTrusted(caller, g.s.opts.TrustedProxies) {
 		return caller
 	}
 	if sa := attrs.GetSource().GetAddress().GetSocketAddress(); sa != nil {
@@ -208,14 +272,25 @@ func denied(e *Error, retryAfter time.Duration) (*authv3.CheckResponse, outcome)
 
 // Start serves until ctx is done, then stops gracefully (forcibly after 10 s).
 func (g *GRPCServer) Start(ctx context.Context) error {
-	ln, err := listen(g.opts.Listener, g.opts.Addr)
+	ln, err := g.s.listen(g.opts.Listener, g.opts.Addr, listener.Limits{
+		Name: listenerGRPC, Max: grpcMaxConnections, Trusted: g.s.opts.TrustedProxies,
+	})
 	if err != nil {
 		return fmt.Errorf("ext_authz gRPC server: %w", err)
 	}
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(maxCheckRequest),
-		grpc.MaxConcurrentStreams(1024),
-		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: 5 * time.Minute}),
+		grpc.MaxHeaderListSize(maxCheckHeaders),
+		grpc.MaxConcurrentStreams(grpcStreamsPerConnection),
+		// Fixed windows (no BDP growth to 16 MiB): what a stalled stream or
+		// connection can make the server buffer stays small.
+		grpc.InitialWindowSize(64 << 10), grpc.InitialConnWindowSize(1 << 20),
+		grpc.ReadBufferSize(16 << 10), grpc.WriteBufferSize(16 << 10),
+		grpc.ConnectionTimeout(5 * time.Second),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			MaxConnectionIdle: 5 * time.Minute, MaxConnectionAge: maxConnectionAge, MaxConnectionAgeGrace: maxConnectionAgeGrace,
+		}),
+		grpc.InTapHandle(g.admitStream),
 	}
 	tlsConfig, err := g.s.tlsConfig(ctx)
 	if err != nil {

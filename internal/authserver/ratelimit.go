@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/agrenting/agentcred/internal/listener"
 )
 
 // FailureLimiter is a token bucket per client that only failed attempts
@@ -46,24 +48,13 @@ func NewFailureLimiter(rate float64, burst int) *FailureLimiter {
 		buckets: map[netip.Prefix]*list.Element{}, lru: list.New()}
 }
 
-// ClientOf is the bucket an address belongs to: the IPv4 address, or the
-// IPv6 /64 it is in.
-func ClientOf(addr netip.Addr) netip.Prefix {
-	addr = addr.Unmap()
-	if addr.Is6() {
-		p, _ := addr.Prefix(64)
-		return p
-	}
-	return netip.PrefixFrom(addr, addr.BitLen())
-}
-
 // Fail records a failed attempt from addr at now. It reports whether the
 // failure is within the client's budget and, if not, when to retry.
 func (l *FailureLimiter) Fail(addr netip.Addr, now time.Time) (bool, time.Duration) {
 	if l == nil || l.Rate <= 0 {
 		return true, 0
 	}
-	client := ClientOf(addr)
+	client := listener.SourceOf(addr)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var b *bucket
@@ -110,7 +101,7 @@ func retryAfterSeconds(d time.Duration) int {
 // is not itself a trusted proxy.
 func ClientAddress(r *http.Request, trusted []netip.Prefix) netip.Addr {
 	peer := parseAddr(r.RemoteAddr)
-	if !peer.IsValid() || !isTrusted(peer, trusted) {
+	if !peer.IsValid() || !listener.IsTrusted(peer, trusted) {
 		return peer
 	}
 	hops := r.Header.Values("X-Forwarded-For")
@@ -123,7 +114,7 @@ func ClientAddress(r *http.Request, trusted []netip.Prefix) netip.Addr {
 				return client // garbage: stop at the last address we could trust
 			}
 			client = a
-			if !isTrusted(a, trusted) {
+			if !listener.IsTrusted(a, trusted) {
 				return a
 			}
 		}
@@ -140,15 +131,6 @@ func parseAddr(s string) netip.Addr {
 		return netip.Addr{}
 	}
 	return a.Unmap().WithZone("")
-}
-
-func isTrusted(a netip.Addr, trusted []netip.Prefix) bool {
-	for _, p := range trusted {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
 }
 
 // ParseTrustedProxies reads a comma-separated list of CIDRs or addresses.

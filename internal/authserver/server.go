@@ -16,7 +16,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/net/netutil"
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 
 	"github.com/go-logr/logr"
@@ -24,6 +23,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/agrenting/agentcred/internal/credential"
+	"github.com/agrenting/agentcred/internal/listener"
 	"github.com/agrenting/agentcred/internal/session"
 )
 
@@ -37,6 +37,15 @@ const (
 	// HeaderEnvironment is live or sandbox: the credential's environment.
 	HeaderEnvironment = "X-Auth-Environment"
 )
+
+// HeaderEnvoyHeadersToRemove, on every 200 of /auth/verify, asks Envoy's
+// HTTP ext_authz filter to drop the caller's credential before the request
+// goes upstream (the gRPC answer does the same with headers_to_remove): the
+// upstream learns the identity from X-Auth-*, never the key.
+const HeaderEnvoyHeadersToRemove = "X-Envoy-Auth-Headers-To-Remove"
+
+// credentialHeaderList is its value: one shared slice, never written.
+var credentialHeaderList = []string{strings.Join(credentialHeaders, ", ")}
 
 // Options configure the server.
 type Options struct {
@@ -80,6 +89,7 @@ type Server struct {
 	verifier *Verifier
 	limiter  *FailureLimiter
 	metrics  *serverMetrics
+	conns    *listener.Metrics
 	handler  http.Handler
 	// served is the certificate watcher the TLS servers share, once the
 	// first of them started it (tlsOnce).
@@ -100,8 +110,12 @@ func New(index *Index, opts Options) (*Server, error) {
 	s := &Server{opts: opts, index: index, limiter: NewFailureLimiter(opts.FailureRate, opts.FailureBurst)}
 	s.verifier = &Verifier{Index: index, Keyring: s.keyring.Load}
 	s.metrics = newServerMetrics()
+	s.conns = listener.NewMetrics()
 	if opts.Registerer != nil {
 		if err := s.metrics.register(opts.Registerer); err != nil {
+			return nil, fmt.Errorf("registering auth metrics: %w", err)
+		}
+		if err := s.conns.Register(opts.Registerer); err != nil {
 			return nil, fmt.Errorf("registering auth metrics: %w", err)
 		}
 		if err := registerIndexMetrics(opts.Registerer, index); err != nil {
@@ -149,6 +163,23 @@ func (s *Server) httpServer() *http.Server {
 		WriteTimeout:      10 * time.Second,
 		IdleTimeout:       30 * time.Second,
 		MaxHeaderBytes:    32 << 10,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, connOpenedKey{}, listener.Opened(c))
+		},
+	}
+}
+
+// connOpenedKey holds, in a request's context, when its connection was
+// accepted (listener.Opened).
+type connOpenedKey struct{}
+
+// closeIfOld ends a keep-alive connection older than maxConnectionAge after
+// this response (Connection: close), so no client holds one for ever and
+// clients rebalance across replicas after a scale-up; the request itself is
+// answered as usual.
+func closeIfOld(w http.ResponseWriter, r *http.Request, now time.Time) {
+	if opened, _ := r.Context().Value(connOpenedKey{}).(time.Time); !opened.IsZero() && now.Sub(opened) > maxConnectionAge {
+		w.Header().Set("Connection", "close")
 	}
 }
 
@@ -177,26 +208,39 @@ func (s *Server) tlsConfig(ctx context.Context) (*tls.Config, error) {
 	return s.tlsCfg, s.tlsErr
 }
 
-// listen returns ln, or a new TCP listener on addr when ln is nil.
-func listen(ln net.Listener, addr string) (net.Listener, error) {
-	if ln != nil {
-		return ln, nil
+// Listener names in agentcred_listener_* metrics.
+const (
+	listenerHTTP        = "auth_http"
+	listenerGRPC        = "auth_grpc"
+	listenerGRPCStreams = "auth_grpc_streams"
+)
+
+// listen returns ln (or a new TCP listener on addr when ln is nil) bounded
+// by l: every listener of the auth endpoint is made here.
+func (s *Server) listen(ln net.Listener, addr string, l listener.Limits) (*listener.Listener, error) {
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", addr); err != nil {
+			return nil, err
+		}
 	}
-	return net.Listen("tcp", addr)
+	return listener.Wrap(ln, l, s.conns), nil
 }
 
 // Start serves until ctx is done, then shuts down gracefully.
 func (s *Server) Start(ctx context.Context) error {
-	ln, err := listen(s.opts.Listener, s.opts.Addr)
-	if err != nil {
-		return fmt.Errorf("auth endpoint: %w", err)
-	}
-	srv := s.httpServer()
 	maxConns := s.opts.MaxConnections
 	if maxConns <= 0 {
 		maxConns = DefaultMaxConnections
 	}
-	ln = netutil.LimitListener(ln, maxConns)
+	bounded, err := s.listen(s.opts.Listener, s.opts.Addr, listener.Limits{
+		Name: listenerHTTP, Max: maxConns, Trusted: s.opts.TrustedProxies,
+	})
+	if err != nil {
+		return fmt.Errorf("auth endpoint: %w", err)
+	}
+	srv := s.httpServer()
+	var ln net.Listener = bounded
 	tlsConfig, err := s.tlsConfig(ctx)
 	if err != nil {
 		return fmt.Errorf("auth endpoint TLS: %w", err)
@@ -266,6 +310,7 @@ const (
 func (s *Server) instrument(endpoint int, h func(http.ResponseWriter, *http.Request) outcome) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		closeIfOld(w, r, start)
 		o := h(w, r)
 		if o.method == MethodNone && o.attempted == "" {
 			o.attempted = attempted(r.Header)
@@ -281,12 +326,28 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) (Identity, *E
 	if verr == nil {
 		return id, nil
 	}
-	addr := ClientAddress(r, s.opts.TrustedProxies)
-	if ok, wait := s.limiter.Fail(addr, now); !ok {
+	verr, wait := s.throttle(verr, ClientAddress(r, s.opts.TrustedProxies), now)
+	if wait > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(wait)))
-		return Identity{}, ErrRateLimited
 	}
 	return Identity{}, verr
+}
+
+// throttle is the one rule of failure throttling, for every transport: a
+// guess — a credential that is unknown, mistyped (bad checksum) or badly
+// signed — drains the client's budget, and past it is answered
+// ErrRateLimited with the wait; every other refusal (agent_not_permitted,
+// expired_session, …) is a real answer about a real credential, keeps it,
+// and costs the client nothing, so a guesser behind the same address or
+// proxy cannot turn other callers' answers into 429s.
+func (s *Server) throttle(verr *Error, client netip.Addr, now time.Time) (*Error, time.Duration) {
+	if verr != ErrInvalidCredentials && verr != ErrMistypedKey {
+		return verr, 0
+	}
+	if ok, wait := s.limiter.Fail(client, now); !ok {
+		return ErrRateLimited, wait
+	}
+	return verr, 0
 }
 
 // Response headers of ?mode=auth_request refusals.
@@ -333,6 +394,7 @@ func (s *Server) handleVerify(w http.ResponseWriter, r *http.Request) outcome {
 	// headers upstream then overwrite a client-sent X-Auth-User.
 	h[HeaderUser] = all[4:5:5]
 	h[HeaderEnvironment] = all[5:6:6]
+	h[HeaderEnvoyHeadersToRemove] = credentialHeaderList
 	w.WriteHeader(http.StatusOK)
 	return outcome{method: id.Method, status: http.StatusOK, environment: id.Entry.Environment}
 }

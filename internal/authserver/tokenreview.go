@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -41,11 +40,12 @@ var ErrInvalidTokenReview = &Error{http.StatusBadRequest, "invalid_request", "ex
 
 // handleTokenReview implements Kubernetes webhook token authentication
 // (authentication.k8s.io/v1), so kube-apiserver can authenticate agents by
-// their keys. Failed reviews drain the caller's failure budget like failed
-// verifications (a caller probing keys through /tokenreview is throttled
-// too); past it a failed review is answered 429 with Retry-After, which the
-// API server treats as "not authenticated". Valid tokens are never
-// throttled.
+// their keys. A guessed token drains the caller's failure budget like a
+// guess at /auth/verify (a pod probing keys through /tokenreview spends the
+// same budget), but a review is always answered 200: past the budget it is
+// unauthenticated with the throttling message, never 429, which
+// kube-apiserver would retry (about five calls per token). Valid tokens are
+// never throttled.
 func (s *Server) handleTokenReview(w http.ResponseWriter, r *http.Request) outcome {
 	var review authnv1.TokenReview
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxTokenReviewBody+1))
@@ -62,10 +62,7 @@ func (s *Server) handleTokenReview(w http.ResponseWriter, r *http.Request) outco
 	id, verr := s.verifier.VerifyToken(token, now)
 	method, env := MethodNone, credential.Live
 	if verr != nil {
-		if ok, wait := s.limiter.Fail(ClientAddress(r, s.opts.TrustedProxies), now); !ok {
-			w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(wait)))
-			return s.writeError(w, ErrRateLimited)
-		}
+		verr, _ = s.throttle(verr, ClientAddress(r, s.opts.TrustedProxies), now)
 		out.Status.Error = verr.Message
 	} else {
 		method, env = id.Method, id.Entry.Environment

@@ -329,18 +329,26 @@ func TestEditedOrDeletedHashSecretIsRewritten(t *testing.T) {
 	cred = waitReady(t, cred)
 	key := string(agentSecret(t, ns, "tampered").Data[authv1alpha1.AgentSecretAPIKey])
 
-	// An attacker with access to the operator namespace swaps in the hash of their own key.
+	// An attacker with access to the operator namespace swaps in the hash of
+	// their own key. The record is intact, so it is never rebuilt from the
+	// (tenant-writable) status: the key is reissued, and neither the
+	// attacker's key nor the one it displaced verifies (issue 23 item 8).
 	hash := &corev1.Secret{}
 	g.Expect(k8s.Get(ctx, hashSecretKey(cred), hash)).To(Succeed())
 	evil := credential.DigestOf("ak_attacker")
 	hash.Data[hashsecret.KeyCurrentDigest] = []byte(evil.Hex())
 	hash.Data[hashsecret.KeyCurrentKeyID] = []byte(evil.KeyID())
 	g.Expect(k8s.Update(ctx, hash)).To(Succeed())
+	displaced := key
 	g.Eventually(func(g Gomega) {
+		key = string(agentSecret(t, ns, "tampered").Data[authv1alpha1.AgentSecretAPIKey])
+		g.Expect(key).NotTo(Equal(displaced))
 		rec, err := tryHashRecord(cred)
 		g.Expect(err).NotTo(HaveOccurred())
 		g.Expect(rec.Current.Digest.Equal(credential.DigestOf(key))).To(BeTrue())
+		g.Expect(rec.Accepts(evil, fakeClock.Now()) || rec.Accepts(credential.DigestOf(displaced), fakeClock.Now())).To(BeFalse())
 	}).WithTimeout(timeout).WithPolling(interval).Should(Succeed())
+	cred = waitKeyChange(t, cred, cred.Status.KeyID)
 
 	// Garbage is rewritten too.
 	g.Expect(k8s.Get(ctx, hashSecretKey(cred), hash)).To(Succeed())

@@ -119,10 +119,7 @@ func (r *Record) Retire(keyIDs ...string) {
 			out = append(out, id)
 		}
 	}
-	if n := len(out); n > MaxRetired {
-		out = out[n-MaxRetired:]
-	}
-	r.Retired = out
+	r.Retired = out[max(0, len(out)-MaxRetired):]
 }
 
 // IsRetired reports whether keyID is in Retired.

@@ -136,16 +136,16 @@ func TestGRPCFloodStaysWithinItsBudget(t *testing.T) {
 	// All at once, as a fleet of pods would: oversized metadata (refused
 	// while decoding, never held), and, within the header limit, messages
 	// declaring the largest size.
-	// 40 sources × 10 streams: past each source's share of 8, and 320
-	// shares past the total of 256.
-	const sources = 40
+	// 12 sources × 40 streams: past each source's share of 32, and 384
+	// shares past the total of 256, so late sources displace early ones.
+	const sources = 12
 	var wg sync.WaitGroup
 	for i := range 4 {
 		wg.Go(func() { stallingStreams(t, fmt.Sprintf("127.0.1.%d", i+1), addr, 10, 1<<20, 16, 16) })
 	}
 	for s := range sources {
 		wg.Go(func() {
-			stallingStreams(t, fmt.Sprintf("127.0.2.%d", s+1), addr, 10, maxCheckHeaders-1024, maxCheckRequest-1, 32<<10)
+			stallingStreams(t, fmt.Sprintf("127.0.2.%d", s+1), addr, 40, maxCheckHeaders-1024, maxCheckRequest-1, 32<<10)
 		})
 	}
 	wg.Wait()
@@ -202,23 +202,27 @@ func TestGRPCFloodStaysWithinItsBudget(t *testing.T) {
 func TestGRPCConnectionsPerSource(t *testing.T) {
 	ts := startServer(t)
 	addr, _ := startGRPCServer(t, ts)
-	share := grpcMaxConnections / 32
+	share := grpcMaxConnections / 8
 	var closed []<-chan struct{}
 	for range share + 4 {
 		c := stallingStreams(t, "127.0.3.1", addr, 0, 0, 0, 0)
 		closed = append(closed, c)
 	}
-	deadline := time.After(5 * time.Second)
-	gone := 0
-	for _, c := range closed {
-		select {
-		case <-c:
-			gone++
-		case <-time.After(200 * time.Millisecond):
-		case <-deadline:
+	countClosed := func() int {
+		n := 0
+		for _, c := range closed {
+			select {
+			case <-c:
+				n++
+			default:
+			}
 		}
+		return n
 	}
-	if gone != 4 {
+	for deadline := time.Now().Add(5 * time.Second); countClosed() < 4 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if gone := countClosed(); gone != 4 {
 		t.Fatalf("%d of %d connections from one source were closed, want the 4 past its share of %d", gone, share+4, share)
 	}
 }
@@ -240,7 +244,7 @@ func TestOneSourceCannotHoldEveryHTTPConnection(t *testing.T) {
 	runServer(t, srv)
 	url := "http://" + ln.Addr().String() + "/healthz"
 	// 127.0.0.2 opens 3× its share of busy keep-alive connections.
-	share := 256 / 32
+	share := 256 / 8
 	held := 0
 	for range 3 * share {
 		c, err := (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}).Dial("tcp", ln.Addr().String())
@@ -310,4 +314,67 @@ func refusedConnections(t *testing.T, reg *prometheus.Registry, name, reason str
 		}
 	}
 	return 0
+}
+
+// TestHTTPFloodStaysWithinItsBudget: 40 sources each open more than their
+// share of connections and send most of the 32 KiB header limit without
+// ever ending it (slowloris). The listener holds at most
+// --auth-max-connections of them, the heap stays within the budget, and a
+// request from another address is answered meanwhile.
+func TestHTTPFloodStaysWithinItsBudget(t *testing.T) {
+	if testing.Short() {
+		t.Skip("floods loopback with thousands of connections")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(NewIndex(), Options{Listener: ln, Log: logr.Discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runServer(t, srv)
+	addr := ln.Addr().String()
+	before := heapInUse()
+	const sources, perSource = 12, 150 // 1,800 attempts: past 128 per source and 1,024 in total
+	head := "GET /auth/verify HTTP/1.1\r\nHost: x\r\nX-Pad: " + strings.Repeat("a", 30<<10)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	for s := range sources {
+		wg.Go(func() {
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(fmt.Sprintf("127.0.4.%d", s+1))}, Timeout: 2 * time.Second}
+			for range perSource {
+				c, err := d.Dial("tcp", addr)
+				if err != nil {
+					continue
+				}
+				mu.Lock()
+				conns = append(conns, c)
+				mu.Unlock()
+				_ = c.SetWriteDeadline(time.Now().Add(2 * time.Second))
+				_, _ = io.WriteString(c, head)
+			}
+		})
+	}
+	wg.Wait()
+	t.Cleanup(func() {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	})
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Get("http://" + addr + "/healthz")
+	if err != nil {
+		t.Fatalf("127.0.0.1 during the flood: %v", err)
+	}
+	resp.Body.Close()
+	grown := int64(heapInUse()) - int64(before)
+	// The budget: every connection slot holding a full header and the
+	// server's buffers, at 48 KiB each.
+	budget := int64(DefaultMaxConnections * 48 << 10)
+	t.Logf("HTTP flood: %d connections attempted, heap grew by %.1f MiB (budget %.1f MiB)", len(conns), float64(grown)/(1<<20), float64(budget)/(1<<20))
+	if grown > budget {
+		t.Fatalf("the flood grew the heap by %d bytes, over the budget of %d", grown, budget)
+	}
 }

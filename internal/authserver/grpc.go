@@ -116,18 +116,24 @@ var ErrTooManyStreams = status.Error(codes.ResourceExhausted, "too many concurre
 // (under the transport's lock: it must not block). It takes one of the
 // server's stream slots for the caller and bounds the whole call, its
 // receive included, by grpcRequestDeadline; the slot is given back when the
-// stream ends or the deadline passes, whichever is first.
+// stream ends or the deadline passes, whichever is first. A newcomer may
+// evict the oldest call of the source holding the most (listener.Slots):
+// that call is cancelled.
 func (g *GRPCServer) admitStream(ctx context.Context, _ *tap.Info) (context.Context, error) {
 	var addr netip.Addr
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 		addr = parseAddr(p.Addr.String())
 	}
-	slot, reason := g.streams.Take(addr)
+	ctx, cancel := context.WithTimeout(ctx, grpcRequestDeadline)
+	slot, reason := g.streams.Take(addr, func() {
+		g.s.conns.Refused(listenerGRPCStreams, listener.ReasonEvicted)
+		cancel()
+	})
 	if reason != "" {
+		cancel()
 		g.s.conns.Refused(listenerGRPCStreams, reason)
 		return nil, ErrTooManyStreams
 	}
-	ctx, cancel := context.WithTimeout(ctx, grpcRequestDeadline)
 	context.AfterFunc(ctx, func() {
 		cancel()
 		g.streams.Release(slot)

@@ -78,7 +78,7 @@ type Options struct {
 }
 
 // DefaultMaxConnections is the default bound on concurrent connections.
-const DefaultMaxConnections = 2048
+const DefaultMaxConnections = 1024
 
 // Server is the auth HTTP endpoint. It is a controller-runtime Runnable that
 // runs on every replica, leader or not.

@@ -8,6 +8,7 @@
 package listener
 
 import (
+	"container/list"
 	"net"
 	"net/netip"
 	"sync"
@@ -22,7 +23,9 @@ type Limits struct {
 	// Max is the bound on concurrent connections in total.
 	Max int
 	// PerSource bounds the connections of one source: an IPv4 address, or
-	// an IPv6 /64 (one host usually holds a whole /64). 0: Max/32, at least 1.
+	// an IPv6 /64 (one host usually holds a whole /64). 0: Max/8, at least
+	// 1. It need not be small for fairness: when the total is reached a
+	// newcomer displaces the largest holder (Slots).
 	PerSource int
 	// Trusted are the proxies (--trusted-proxies) that carry many clients'
 	// requests: each may hold PerTrustedSource connections, and Max/4 of
@@ -37,6 +40,8 @@ type Limits struct {
 const (
 	ReasonSource = "per_source"
 	ReasonTotal  = "total"
+	// ReasonEvicted counts holders closed to make room for a newcomer.
+	ReasonEvicted = "evicted"
 )
 
 // shares completes l's defaults.
@@ -45,7 +50,7 @@ func (l Limits) shares() Limits {
 		l.Max = 1
 	}
 	if l.PerSource <= 0 {
-		l.PerSource = max(1, l.Max/32)
+		l.PerSource = max(1, l.Max/8)
 	}
 	if l.PerTrustedSource <= 0 {
 		l.PerTrustedSource = max(1, l.Max/2)
@@ -71,32 +76,53 @@ type Observer interface {
 }
 
 // Slots bounds what sources hold at once — the connections of a Listener,
-// the concurrent streams of a gRPC server — by Limits: in total, per
-// source, and with a quarter kept for trusted proxies.
+// the concurrent calls of a gRPC server — by Limits: in total, per source,
+// and with a quarter kept for trusted proxies. When the total is reached,
+// a newcomer is not locked out by those holding it: it takes the oldest slot
+// of the source holding the most (that holder is evicted), as long as that
+// source holds more than the newcomer would; so however many sources an
+// attacker brings, every source keeps about an equal share.
 type Slots struct {
 	limits Limits
 
 	mu        sync.Mutex
 	total     int
 	untrusted int
-	bySource  map[netip.Prefix]int
+	bySource  map[netip.Prefix]*list.List // of *Slot, oldest first
 }
 
 // Slot is one slot taken: give it back with Release.
 type Slot struct {
 	source  netip.Prefix
 	trusted bool
+	// evict ends the holder (closes its connection, cancels its call).
+	evict func()
+	elem  *list.Element
+	held  bool
 }
 
 // NewSlots returns slots bounded by l (defaults completed).
 func NewSlots(l Limits) *Slots {
-	return &Slots{limits: l.shares(), bySource: map[netip.Prefix]int{}}
+	return &Slots{limits: l.shares(), bySource: map[netip.Prefix]*list.List{}}
 }
 
 // Take takes a slot for a client at addr, or says why not (ReasonSource,
-// ReasonTotal).
-func (s *Slots) Take(addr netip.Addr) (Slot, string) {
-	slot := Slot{source: SourceOf(addr), trusted: IsTrusted(addr, s.limits.Trusted)}
+// ReasonTotal). evict ends the holder if a newcomer later takes its slot; it
+// is called without the lock held, at most once, and Release after it is a
+// no-op.
+func (s *Slots) Take(addr netip.Addr, evict func()) (*Slot, string) {
+	slot := &Slot{source: SourceOf(addr), trusted: IsTrusted(addr, s.limits.Trusted), evict: evict}
+	victim, reason := s.take(slot)
+	if victim != nil && victim.evict != nil {
+		victim.evict()
+	}
+	if reason != "" {
+		return nil, reason
+	}
+	return slot, ""
+}
+
+func (s *Slots) take(slot *Slot) (victim *Slot, reason string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	l := s.limits
@@ -104,31 +130,79 @@ func (s *Slots) Take(addr netip.Addr) (Slot, string) {
 	if slot.trusted {
 		perSource = l.PerTrustedSource
 	}
-	switch {
-	case s.bySource[slot.source] >= perSource:
-		return slot, ReasonSource
-	case s.total >= l.Max, !slot.trusted && s.untrusted >= l.untrustedMax():
-		return slot, ReasonTotal
+	mine := s.count(slot.source)
+	if mine >= perSource {
+		return nil, ReasonSource
+	}
+	if s.total >= l.Max || !slot.trusted && s.untrusted >= l.untrustedMax() {
+		// Full: take the oldest slot of the largest holder among those
+		// this newcomer may displace (anyone, for a trusted proxy; the
+		// untrusted, for the untrusted), if it holds more than the
+		// newcomer will.
+		victim = s.largest(!slot.trusted)
+		if victim == nil || s.count(victim.source) <= mine+1 {
+			return nil, ReasonTotal
+		}
+		s.release(victim)
 	}
 	s.total++
 	if !slot.trusted {
 		s.untrusted++
 	}
-	s.bySource[slot.source]++
-	return slot, ""
+	held := s.bySource[slot.source]
+	if held == nil {
+		held = list.New()
+		s.bySource[slot.source] = held
+	}
+	slot.elem, slot.held = held.PushBack(slot), true
+	return victim, ""
 }
 
-// Release gives back a slot Take took.
-func (s *Slots) Release(slot Slot) {
+func (s *Slots) count(source netip.Prefix) int {
+	if held := s.bySource[source]; held != nil {
+		return held.Len()
+	}
+	return 0
+}
+
+// largest is the oldest slot of the source holding the most (only among
+// untrusted sources if untrustedOnly), nil if none.
+func (s *Slots) largest(untrustedOnly bool) *Slot {
+	var most *list.List
+	for _, held := range s.bySource {
+		first := held.Front().Value.(*Slot)
+		if untrustedOnly && first.trusted {
+			continue
+		}
+		if most == nil || held.Len() > most.Len() {
+			most = held
+		}
+	}
+	if most == nil {
+		return nil
+	}
+	return most.Front().Value.(*Slot)
+}
+
+// Release gives back a slot Take took (again: nothing happens).
+func (s *Slots) Release(slot *Slot) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.release(slot)
+}
+
+func (s *Slots) release(slot *Slot) {
+	if !slot.held {
+		return
+	}
+	slot.held = false
 	s.total--
 	if !slot.trusted {
 		s.untrusted--
 	}
-	if n := s.bySource[slot.source] - 1; n > 0 {
-		s.bySource[slot.source] = n
-	} else {
+	held := s.bySource[slot.source]
+	held.Remove(slot.elem)
+	if held.Len() == 0 {
 		delete(s.bySource, slot.source)
 	}
 }
@@ -137,7 +211,7 @@ func (s *Slots) Release(slot Slot) {
 func (s *Slots) Held(source netip.Prefix) (total, bySource int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.total, s.bySource[source]
+	return s.total, s.count(source)
 }
 
 // Limits are the bounds, defaults completed.
@@ -187,7 +261,15 @@ func (ln *Listener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		slot, reason := ln.Take(remoteAddr(c))
+		// Accept runs on one goroutine, so cc is set before any later
+		// Accept could evict this connection.
+		var cc *conn
+		slot, reason := ln.Take(remoteAddr(c), func() {
+			if ln.observer != nil {
+				ln.observer.Refused(ln.limits.Name, ReasonEvicted)
+			}
+			_ = cc.Close()
+		})
 		if reason != "" {
 			ln.refused.Add(1)
 			if ln.observer != nil {
@@ -203,7 +285,8 @@ func (ln *Listener) Accept() (net.Conn, error) {
 		if ln.observer != nil {
 			ln.observer.Open(ln.limits.Name, 1)
 		}
-		return &conn{Conn: c, ln: ln, slot: slot, opened: time.Now()}, nil
+		cc = &conn{Conn: c, ln: ln, slot: slot, opened: time.Now()}
+		return cc, nil
 	}
 }
 
@@ -214,7 +297,7 @@ func (ln *Listener) Refused() uint64 { return ln.refused.Load() }
 type conn struct {
 	net.Conn
 	ln     *Listener
-	slot   Slot
+	slot   *Slot
 	opened time.Time
 	closed atomic.Bool
 }

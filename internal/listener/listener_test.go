@@ -8,13 +8,14 @@ import (
 	"time"
 )
 
-// dialFrom opens a TCP connection to addr from the loopback address src.
+// dialFrom opens a TCP connection to addr from the loopback address src
+// (nil if it is reset while connecting: refused).
 func dialFrom(t *testing.T, src, addr string) net.Conn {
 	t.Helper()
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 2 * time.Second}
 	c, err := d.Dial("tcp", addr)
 	if err != nil {
-		t.Fatalf("dial from %s: %v", src, err)
+		return nil
 	}
 	t.Cleanup(func() { _ = c.Close() })
 	return c
@@ -49,6 +50,9 @@ func serve(t *testing.T, ln *Listener) {
 
 // served reports whether the listener serves c: true if a byte comes back.
 func served(c net.Conn) bool {
+	if c == nil {
+		return false
+	}
 	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
 	if _, err := c.Write([]byte{'x'}); err != nil {
 		return false
@@ -96,20 +100,51 @@ func TestOneSourceCannotTakeEverySlot(t *testing.T) {
 	}
 }
 
+// TestANewcomerDisplacesTheLargestHolder: with every slot taken, a new
+// source gets in by closing the oldest connection of the source holding the
+// most, until every source holds about the same; only then is it refused.
+func TestANewcomerDisplacesTheLargestHolder(t *testing.T) {
+	ln := listen(t, Limits{Max: 6, PerSource: 6})
+	addr := ln.Addr().String()
+	var held []net.Conn
+	for range 6 {
+		c := dialFrom(t, "127.0.0.2", addr)
+		if !served(c) {
+			t.Fatal("refused within the bounds")
+		}
+		held = append(held, c)
+	}
+	for i := range 3 {
+		if !served(dialFrom(t, "127.0.0.3", addr)) {
+			t.Fatalf("newcomer refused at its connection %d while 127.0.0.2 held more", i+1)
+		}
+		if served(held[i]) {
+			t.Fatalf("127.0.0.2's connection %d (its oldest) was not closed for the newcomer", i+1)
+		}
+	}
+	if served(dialFrom(t, "127.0.0.3", addr)) {
+		t.Fatal("the newcomer took a fourth slot although both sources hold three")
+	}
+	for i := 3; i < 6; i++ {
+		if !served(held[i]) {
+			t.Fatalf("127.0.0.2's connection %d was closed although it is within an equal share", i+1)
+		}
+	}
+}
+
 func TestTotalBoundAndTrustedReserve(t *testing.T) {
 	trusted := netip.MustParsePrefix("127.0.0.9/32")
 	// Max 8: untrusted sources together get 6, the trusted proxy the rest.
-	ln := listen(t, Limits{Max: 8, PerSource: 2, PerTrustedSource: 8, Trusted: []netip.Prefix{trusted}})
+	ln := listen(t, Limits{Max: 8, PerSource: 3, PerTrustedSource: 8, Trusted: []netip.Prefix{trusted}})
 	addr := ln.Addr().String()
 	for _, src := range []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"} {
-		for range 2 {
-			if !served(dialFrom(t, src, addr)) {
-				t.Fatalf("%s refused within its share", src)
-			}
+		for range 3 {
+			dialFrom(t, src, addr)
 		}
 	}
-	if served(dialFrom(t, "127.0.0.5", addr)) {
-		t.Fatal("a seventh untrusted connection was served: the trusted proxies' reserve does not hold")
+	// Untrusted sources share their 6 slots equally, whatever arrived first.
+	for _, src := range []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"} {
+		waitOpen(t, ln, SourceOf(netip.MustParseAddr(src)), 2)
 	}
 	for i := range 2 {
 		if !served(dialFrom(t, "127.0.0.9", addr)) {
@@ -139,8 +174,8 @@ func TestTrustedProxyGetsALargerShare(t *testing.T) {
 
 func TestDefaults(t *testing.T) {
 	l := Limits{Max: 2048}.shares()
-	if l.PerSource != 64 || l.PerTrustedSource != 1024 {
-		t.Fatalf("shares of 2048 = %d per source, %d per trusted proxy; want 64 and 1024", l.PerSource, l.PerTrustedSource)
+	if l.PerSource != 256 || l.PerTrustedSource != 1024 {
+		t.Fatalf("shares of 2048 = %d per source, %d per trusted proxy; want 256 and 1024", l.PerSource, l.PerTrustedSource)
 	}
 	if l.untrustedMax() != 2048 {
 		t.Fatalf("without trusted proxies untrusted sources may hold %d, want all 2048", l.untrustedMax())

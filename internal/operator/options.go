@@ -128,7 +128,7 @@ func DefaultOptions() Options {
 		AuthAddr:                   ":8082",
 		AuthServiceName:            "agentcred-auth",
 		GRPCAuthAddr:               "0",
-		AuthMaxConnections:         2048,
+		AuthMaxConnections:         authserver.DefaultMaxConnections,
 		SessionTTL:                 time.Hour,
 		SessionKeyRotation:         24 * time.Hour,
 		FailureRate:                1,
@@ -178,7 +178,7 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.AuthTLSSecretName, "auth-tls-secret-name", o.AuthTLSSecretName,
 		"With the controller: issue and renew the auth endpoint's serving certificate (for --auth-service-name) into this kubernetes.io/tls Secret in the operator namespace, its CA into the Secret "+authv1alpha1.AuthCAName+" in --webhook-cert-namespace, and publish the CA bundle for clients in the ConfigMap "+authv1alpha1.AuthCAName+" in the operator namespace; empty: off.")
 	fs.StringVar(&o.AuthServiceName, "auth-service-name", o.AuthServiceName, "Service in front of the auth endpoint (the serving certificate's DNS names: <name>.<operator namespace>.svc and .svc.cluster.local).")
-	fs.IntVar(&o.AuthMaxConnections, "auth-max-connections", o.AuthMaxConnections, "Concurrent connections the auth endpoint accepts; more wait in the listen backlog.")
+	fs.IntVar(&o.AuthMaxConnections, "auth-max-connections", o.AuthMaxConnections, "Concurrent connections the auth endpoint accepts in total; one source (an IPv4 address or IPv6 /64) gets 1/8 of them, a --trusted-proxies address half; past the total a new source displaces the largest holder.")
 	fs.DurationVar(&o.SessionTTL, "session-ttl", o.SessionTTL, "Lifetime of session tokens (at most 24h); spec.sessionTTL caps it per credential.")
 	fs.DurationVar(&o.SessionKeyRotation, "session-key-rotation", o.SessionKeyRotation, "How often a new session signing key takes over.")
 	fs.StringVar(&o.TokenReviewAudiences, "tokenreview-audiences", o.TokenReviewAudiences,

@@ -195,7 +195,9 @@ func TestReconcileFastRebuildTakesTimesFromTheRecord(t *testing.T) {
 	f := newFastFixture(t)
 	_, err := f.reconcile()
 	g.Expect(err).NotTo(HaveOccurred())
-	f.update(func(c *authv1alpha1.AgentCredential) { c.Annotations = map[string]string{authv1alpha1.RotateAnnotation: "leak"} })
+	f.update(func(c *authv1alpha1.AgentCredential) {
+		c.Annotations = map[string]string{authv1alpha1.RotateAnnotation: "leak"}
+	})
 	_, err = f.reconcile()
 	g.Expect(err).NotTo(HaveOccurred())
 	key, issued := f.agentKey(), f.record().Current.IssuedAt

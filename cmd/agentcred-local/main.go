@@ -47,8 +47,18 @@ func main() {
 	}
 }
 
+// localDefaults are the manager's defaults with every listener on loopback:
+// make run serves plain HTTP on a developer's machine, which its banner and
+// the docs say is reachable from this machine only. A flag such as
+// --auth-bind-address=:8082 still opens it to the network on purpose.
+func localDefaults() operator.Options {
+	o := operator.DefaultOptions()
+	o.MetricsAddr, o.ProbeAddr, o.AuthAddr = "127.0.0.1:8080", "127.0.0.1:8081", "127.0.0.1:8082"
+	return o
+}
+
 func run(args []string) error {
-	o, err := operator.ParseFlags(args)
+	o, err := operator.ParseFlagsOver(localDefaults(), args)
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -44,5 +45,32 @@ func TestStaleKubeconfig(t *testing.T) {
 	write("garbage")
 	if _, stale := staleKubeconfig(kc); stale {
 		t.Fatal("an unreadable pid file counted as stale")
+	}
+}
+
+// TestMakeRunListensOnLoopbackByDefault: make run's plain-HTTP auth
+// endpoint, its metrics and its probes bind 127.0.0.1 unless a flag says
+// otherwise (the review found them on every interface while the banner said
+// loopback); an explicit address is kept.
+func TestMakeRunListensOnLoopbackByDefault(t *testing.T) {
+	o, err := operator.ParseFlagsOver(localDefaults(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, addr := range map[string]string{"auth": o.AuthAddr, "metrics": o.MetricsAddr, "probes": o.ProbeAddr} {
+		if host, _, err := net.SplitHostPort(addr); err != nil || host != "127.0.0.1" {
+			t.Errorf("%s listens on %q by default, want 127.0.0.1", name, addr)
+		}
+	}
+	if o.GRPCAuthAddr != "0" || o.PprofAddr != "0" {
+		t.Errorf("gRPC %q and pprof %q must stay off by default", o.GRPCAuthAddr, o.PprofAddr)
+	}
+	o, err = operator.ParseFlagsOver(localDefaults(), []string{"--auth-bind-address=:18082"})
+	if err != nil || o.AuthAddr != ":18082" {
+		t.Fatalf("an explicit --auth-bind-address was not kept: %q %v", o.AuthAddr, err)
+	}
+	// The manager itself keeps its in-cluster defaults.
+	if m := operator.DefaultOptions(); m.AuthAddr != ":8082" {
+		t.Fatalf("the manager's default auth address is %q, want :8082", m.AuthAddr)
 	}
 }

@@ -240,7 +240,12 @@ func (o *Options) Complete() error {
 
 // ParseFlags parses the manager's command line into completed options.
 func ParseFlags(args []string) (*Options, error) {
-	o := DefaultOptions()
+	return ParseFlagsOver(DefaultOptions(), args)
+}
+
+// ParseFlagsOver is ParseFlags with other defaults (make run's loopback
+// addresses).
+func ParseFlagsOver(o Options, args []string) (*Options, error) {
 	// Named for the running binary: manager, or agentcred-local under make run.
 	fs := flag.NewFlagSet(filepath.Base(os.Args[0]), flag.ContinueOnError)
 	o.BindFlags(fs)

@@ -122,7 +122,7 @@ func (r *AgentCredentialReconciler) mayClaim(ctx context.Context, cred *authv1al
 	}
 	me := identityindex.ClaimantOf(cred)
 	others := make([]tenancy.Claimant, 0, len(creds))
-	full := map[string]bool{} // namespace: over its claim limit
+	limits := map[string]*namespaceLimits{}
 	for i := range creds {
 		c := identityindex.ClaimantOf(&creds[i])
 		hash, err := r.getHashSecret(ctx, &creds[i])
@@ -134,7 +134,7 @@ func (r *AgentCredentialReconciler) mayClaim(ctx context.Context, cred *authv1al
 			me.HoldsKey = c.HoldsKey
 		}
 		if c.Namespace != me.Namespace {
-			if c.Refused, err = r.refusedClaimant(ctx, &creds[i], full); err != nil {
+			if c.Refused, err = r.refusedClaimant(ctx, &creds[i], limits); err != nil {
 				return false, err
 			}
 		}
@@ -143,23 +143,63 @@ func (r *AgentCredentialReconciler) mayClaim(ctx context.Context, cred *authv1al
 	return tenancy.MayClaim(me, others), nil
 }
 
+// namespaceLimits is what refusedClaimant needs of a namespace, read once
+// per ranking.
+type namespaceLimits struct {
+	// full: the namespace holds MaxClaimsPerNamespace claims.
+	full bool
+	// cutoff is the last credential within --max-credentials-per-namespace
+	// (comesFirst order); nil when none is beyond the bound.
+	cutoff *authv1alpha1.AgentCredential
+}
+
 // refusedClaimant reports whether cred could not create a claim if it went
-// first: its namespace is over the claim limit (memoized in full), or its
-// environment is not allowed in its namespace.
-func (r *AgentCredentialReconciler) refusedClaimant(ctx context.Context, cred *authv1alpha1.AgentCredential, full map[string]bool) (bool, error) {
-	over, seen := full[cred.Namespace]
-	if !seen {
+// first: its namespace is over the claim limit, cred is beyond the
+// namespace's credential limit (it gets no key, so it claims nothing), or
+// its environment is not allowed in its namespace. limits memoizes the
+// namespaces' limits.
+func (r *AgentCredentialReconciler) refusedClaimant(ctx context.Context, cred *authv1alpha1.AgentCredential, limits map[string]*namespaceLimits) (bool, error) {
+	l := limits[cred.Namespace]
+	if l == nil {
 		var err error
-		if over, err = r.claimLimitReached(ctx, cred.Namespace); err != nil {
+		if l, err = r.limitsOf(ctx, cred.Namespace); err != nil {
 			return false, err
 		}
-		full[cred.Namespace] = over
+		limits[cred.Namespace] = l
 	}
-	if over {
+	if l.full || (l.cutoff != nil && comesFirst(l.cutoff, cred)) {
 		return true, nil
 	}
 	allowed, err := identityindex.EnvironmentAllowed(ctx, r.Client, cred)
 	return !allowed, err
+}
+
+// limitsOf reads namespace's claim count and credential bound from the cache.
+func (r *AgentCredentialReconciler) limitsOf(ctx context.Context, namespace string) (*namespaceLimits, error) {
+	full, err := r.claimLimitReached(ctx, namespace)
+	if err != nil {
+		return nil, err
+	}
+	l := &namespaceLimits{full: full}
+	limit := r.MaxCredentialsPerNamespace
+	if limit <= 0 {
+		return l, nil
+	}
+	list := &authv1alpha1.AgentCredentialList{}
+	if err := r.List(ctx, list, client.InNamespace(namespace)); err != nil {
+		return nil, err
+	}
+	live := make([]*authv1alpha1.AgentCredential, 0, len(list.Items))
+	for i := range list.Items {
+		if list.Items[i].DeletionTimestamp.IsZero() {
+			live = append(live, &list.Items[i])
+		}
+	}
+	if len(live) > limit {
+		slices.SortFunc(live, compareCredentials)
+		l.cutoff = live[limit-1]
+	}
+	return l, nil
 }
 
 // recordNames reports whether a hash record was issued for id.

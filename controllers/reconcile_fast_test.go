@@ -49,6 +49,8 @@ type fastFixture struct {
 	cred    *authv1alpha1.AgentCredential
 	// maxClaims is the reconciler's MaxClaimsPerNamespace.
 	maxClaims int
+	// maxCredentials is the reconciler's MaxCredentialsPerNamespace.
+	maxCredentials int
 }
 
 func newFastFixture(t *testing.T, objs ...client.Object) *fastFixture {
@@ -89,6 +91,7 @@ func (f *fastFixture) reconcile() (*authv1alpha1.AgentCredential, error) {
 	r := &controllers.AgentCredentialReconciler{
 		Client: f.client, APIReader: f.client, Scheme: operator.Scheme(), Clock: f.clock, Recorder: f.recorder,
 		OperatorNamespace: operatorNamespace, Metrics: controllers.NewMetrics(f.client), MaxClaimsPerNamespace: f.maxClaims,
+		MaxCredentialsPerNamespace: f.maxCredentials,
 	}
 	f.writes.Store(0)
 	_, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(f.cred)})

@@ -240,7 +240,8 @@ func TestReconcileFastRebuildTakesTimesFromTheRecord(t *testing.T) {
 
 // TestReconcileFastRefusedNamespaceDoesNotWinTheRanking: an older
 // credential in a namespace that could not claim the identity (over
-// --max-claims-per-namespace, or its environment refused there) does not
+// --max-claims-per-namespace, beyond --max-credentials-per-namespace, or
+// its environment refused there) does not
 // keep a younger one elsewhere from claiming it.
 func TestReconcileFastRefusedNamespaceDoesNotWinTheRanking(t *testing.T) {
 	const agent = "bbbbbbbb-0000-4000-8000-000000000001"
@@ -260,11 +261,14 @@ func TestReconcileFastRefusedNamespaceDoesNotWinTheRanking(t *testing.T) {
 			Spec:       authv1alpha1.IdentityClaimSpec{Kind: authv1alpha1.AgentIdentity, Value: "bbbbbbbb-0000-4000-8000-0000000000ff", Namespace: "mallory"}}}},
 		{"environment refused", []client.Object{squatter("sandbox-only"), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "sandbox-only",
 			Labels: map[string]string{authv1alpha1.NamespaceEnvironmentLabel: "sandbox"}}}}},
+		{"beyond its namespace's credential limit", []client.Object{squatter("crowded"), &authv1alpha1.AgentCredential{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "crowded", Name: "first", UID: "uid-first", CreationTimestamp: metav1.NewTime(long.Add(-time.Hour))},
+			Spec:       authv1alpha1.AgentCredentialSpec{AgentID: "bbbbbbbb-0000-4000-8000-0000000000fe"}}}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			g := NewWithT(t)
 			f := newFastFixture(t, tt.objects...)
-			f.maxClaims = 1
+			f.maxClaims, f.maxCredentials = 1, 1
 			cred, err := f.reconcile()
 			g.Expect(err).NotTo(HaveOccurred())
 			g.Expect(readyReason(cred)).To(Equal("True/" + authv1alpha1.ReasonIssued))
@@ -273,10 +277,10 @@ func TestReconcileFastRefusedNamespaceDoesNotWinTheRanking(t *testing.T) {
 			g.Expect(claim.Spec.Namespace).To(Equal("team-a"))
 		})
 	}
-	// A namespace under the limit still goes first by age.
+	// A namespace under both limits still goes first by age.
 	g := NewWithT(t)
 	f := newFastFixture(t, squatter("elder"))
-	f.maxClaims = 1
+	f.maxClaims, f.maxCredentials = 1, 1
 	cred, err := f.reconcile()
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(readyReason(cred)).To(Equal("False/" + authv1alpha1.ReasonAgentIDConflict))

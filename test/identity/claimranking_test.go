@@ -9,6 +9,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
+	"github.com/agrenting/agentcred/controllers"
 	"github.com/agrenting/agentcred/internal/operator"
 	"github.com/agrenting/agentcred/internal/tenancy"
 	"github.com/agrenting/agentcred/test/harness"
@@ -19,8 +20,22 @@ import (
 // names an identity nobody uses yet. It gets no claim (ClaimLimitReached),
 // so kubectl shows none; a younger credential in another namespace must
 // then get the identity, not AgentIDConflict against a claim that does
-// not exist.
+// not exist. The same with --max-credentials-per-namespace=1, where the
+// squatting credential is one too many (CredentialLimitReached).
 func TestSquatterOverTheClaimLimitBlocksNobody(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		limit  func(*operator.Options)
+		reason string
+	}{
+		{"--max-claims-per-namespace=1", func(o *operator.Options) { o.MaxClaimsPerNamespace = 1 }, authv1alpha1.ReasonClaimLimitReached},
+		{"--max-credentials-per-namespace=1", func(o *operator.Options) { o.MaxCredentialsPerNamespace = 1 }, controllers.ReasonCredentialLimitReached},
+	} {
+		t.Run(tt.name, func(t *testing.T) { squatOverALimit(t, tt.limit, tt.reason) })
+	}
+}
+
+func squatOverALimit(t *testing.T, limit func(*operator.Options), reason string) {
 	g := NewWithT(t)
 	mallory, finance := newNamespace(t), newNamespace(t)
 	own, wanted := newAgentID(), newAgentID()
@@ -31,7 +46,7 @@ func TestSquatterOverTheClaimLimitBlocksNobody(t *testing.T) {
 		}
 	})
 	o := harness.OperatorOptions()
-	o.MaxClaimsPerNamespace = 1
+	limit(&o)
 	_, stopOp, err := harness.StartOperator(ctx, config, o, operator.Deps{})
 	g.Expect(err).NotTo(HaveOccurred())
 	t.Cleanup(func() {
@@ -46,11 +61,11 @@ func TestSquatterOverTheClaimLimitBlocksNobody(t *testing.T) {
 	waitReason(t, one, metav1.ConditionTrue, authv1alpha1.ReasonIssued)
 	squat := apiKey(mallory, "squat", wanted)
 	g.Expect(k8s.Create(ctx, squat)).To(Succeed())
-	squat = waitReason(t, squat, metav1.ConditionFalse, authv1alpha1.ReasonClaimLimitReached)
+	squat = waitReason(t, squat, metav1.ConditionFalse, reason)
 	err = k8s.Get(ctx, client.ObjectKey{Name: tenancy.ClaimName(tenancy.Agent(wanted))}, &authv1alpha1.IdentityClaim{})
 	g.Expect(err).To(MatchError(ContainSubstring("not found")), "a claim over the limit exists")
 
-	// finance, strictly younger (timestamps have one-second resolution), gets it.
+	// finance, strictly younger, gets it.
 	time.Sleep(time.Until(squat.CreationTimestamp.Add(time.Second)))
 	mine := apiKey(finance, "mine", wanted)
 	g.Expect(k8s.Create(ctx, mine)).To(Succeed())
@@ -59,7 +74,5 @@ func TestSquatterOverTheClaimLimitBlocksNobody(t *testing.T) {
 	g.Eventually(func(g Gomega) {
 		g.Expect(claimOf(g, tenancy.Agent(wanted)).Spec.Namespace).To(Equal(finance))
 	}).WithTimeout(20 * time.Second).WithPolling(50 * time.Millisecond).Should(Succeed())
-	// The squatter now meets a claim it can see, and has no key.
-	waitReason(t, squat, metav1.ConditionFalse, authv1alpha1.ReasonAgentIDConflict)
-	g.Expect(hasHashSecret(squat)).To(BeFalse())
+	g.Expect(hasHashSecret(squat)).To(BeFalse(), "the squatter got a key")
 }

@@ -104,6 +104,11 @@ bench: ## Run the in-process benchmarks and a short loopback load run with ratio
 bench-scale: ## Measure revocation latency, reconcile throughput and unrelated-Secret memory against a real API server; AGENTCRED_SCALE_N=10000 for more.
 	KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(hack/controlplane.sh)}" go test -run '^$$' -bench . -benchtime 1x -timeout 60m ./test/scale/
 
+.PHONY: flood
+flood: ## The flood suite (also part of make test): the auth endpoint's HTTP and gRPC listeners flooded from many loopback sources, and hostile credentials and workloads against the manager; asserts the memory budgets and that another client is served. Bounded in count and time.
+	go test -count=1 -v -run 'Flood|PerSource|HTTPConnection|HeaderList|Slot|Displaces|TrustedReserve' ./internal/authserver/ ./internal/listener/
+	KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(hack/controlplane.sh)}" go test -count=1 -run '^$$' -bench 'HostileObjects' -benchtime 1x -timeout 30m ./test/scale/
+
 .PHONY: soak
 soak: ## 60 s of load against /auth/verify while 100 credentials rotate: no 5xx, no valid key refused, no failed connection; prints the throughput (docs/reliability.md). AGENTCRED_SOAK_DURATION=… to change.
 	AGENTCRED_SOAK=1 KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(hack/controlplane.sh)}" go test -count=1 -v -timeout 30m -run TestSoakUnderRotation ./test/soak/

@@ -71,6 +71,10 @@ type Options struct {
 	FailureBurst int
 	Clock        clock.PassiveClock
 	Log          logr.Logger
+	// Connections, if set, observes the server's listeners (shared with the
+	// process's other listeners and registered by its owner); nil: the
+	// server makes its own and registers it with Registerer.
+	Connections *listener.Metrics
 	// Registerer receives the server's metrics (nil: not registered).
 	Registerer prometheus.Registerer
 	// GRPC, if set, also serves Envoy ext_authz over gRPC (AddToManager).
@@ -110,12 +114,17 @@ func New(index *Index, opts Options) (*Server, error) {
 	s := &Server{opts: opts, index: index, limiter: NewFailureLimiter(opts.FailureRate, opts.FailureBurst)}
 	s.verifier = &Verifier{Index: index, Keyring: s.keyring.Load}
 	s.metrics = newServerMetrics()
-	s.conns = listener.NewMetrics()
+	s.conns = opts.Connections
+	if s.conns == nil {
+		s.conns = listener.NewMetrics()
+		if opts.Registerer != nil {
+			if err := s.conns.Register(opts.Registerer); err != nil {
+				return nil, fmt.Errorf("registering auth metrics: %w", err)
+			}
+		}
+	}
 	if opts.Registerer != nil {
 		if err := s.metrics.register(opts.Registerer); err != nil {
-			return nil, fmt.Errorf("registering auth metrics: %w", err)
-		}
-		if err := s.conns.Register(opts.Registerer); err != nil {
 			return nil, fmt.Errorf("registering auth metrics: %w", err)
 		}
 		if err := registerIndexMetrics(opts.Registerer, index); err != nil {

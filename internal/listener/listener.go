@@ -109,7 +109,7 @@ func NewSlots(l Limits) *Slots {
 // Take takes a slot for a client at addr, or says why not (ReasonSource,
 // ReasonTotal). evict ends the holder if a newcomer later takes its slot; it
 // is called without the lock held, at most once, and Release after it is a
-// no-op.
+// no-op. A holder without one (nil) is never displaced.
 func (s *Slots) Take(addr netip.Addr, evict func()) (*Slot, string) {
 	slot := &Slot{source: SourceOf(addr), trusted: IsTrusted(addr, s.limits.Trusted), evict: evict}
 	victim, reason := s.take(slot)
@@ -140,7 +140,7 @@ func (s *Slots) take(slot *Slot) (victim *Slot, reason string) {
 		// untrusted, for the untrusted), if it holds more than the
 		// newcomer will.
 		victim = s.largest(!slot.trusted)
-		if victim == nil || s.count(victim.source) <= mine+1 {
+		if victim == nil || victim.evict == nil || s.count(victim.source) <= mine+1 {
 			return nil, ReasonTotal
 		}
 		s.release(victim)

@@ -239,3 +239,22 @@ func waitOpen(t *testing.T, ln *Listener, source netip.Prefix, want int) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestHoldersThatCannotBeEndedAreNotDisplaced: a slot taken without an
+// evict function (a request that cannot be cut short) is never given to a
+// newcomer, so the bound holds.
+func TestHoldersThatCannotBeEndedAreNotDisplaced(t *testing.T) {
+	s := NewSlots(Limits{Max: 2, PerSource: 2})
+	a := netip.MustParseAddr("10.0.0.1")
+	for range 2 {
+		if _, reason := s.Take(a, nil); reason != "" {
+			t.Fatalf("refused within the bound: %s", reason)
+		}
+	}
+	if _, reason := s.Take(netip.MustParseAddr("10.0.0.2"), nil); reason != ReasonTotal {
+		t.Fatalf("a newcomer got %q, want %q: a holder that cannot be ended was displaced", reason, ReasonTotal)
+	}
+	if total, _ := s.Held(netip.Prefix{}); total != 2 {
+		t.Fatalf("held %d, want 2", total)
+	}
+}

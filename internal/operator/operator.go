@@ -40,6 +40,7 @@ import (
 	"github.com/agrenting/agentcred/controllers"
 	"github.com/agrenting/agentcred/internal/authserver"
 	"github.com/agrenting/agentcred/internal/identityindex"
+	"github.com/agrenting/agentcred/internal/listener"
 	agentwebhook "github.com/agrenting/agentcred/webhook"
 )
 
@@ -89,7 +90,13 @@ func New(ctx context.Context, cfg *rest.Config, o Options, deps Deps) (*Operator
 	if deps.Registerer == nil {
 		deps.Registerer = ctrlmetrics.Registry
 	}
-	mgr, err := newManager(cfg, &o, deps)
+	// One observer for every listener of the process (webhook, auth HTTP
+	// and gRPC), all made by internal/listener.
+	conns := listener.NewMetrics()
+	if err := conns.Register(deps.Registerer); err != nil {
+		return nil, fmt.Errorf("registering listener metrics: %w", err)
+	}
+	mgr, err := newManager(cfg, &o, deps, conns)
 	if err != nil {
 		return nil, fmt.Errorf("creating the manager: %w", err)
 	}
@@ -110,7 +117,7 @@ func New(ctx context.Context, cfg *rest.Config, o Options, deps Deps) (*Operator
 		}
 	}
 	if o.EnableAuthEndpoint {
-		if op.Index, err = setupAuthEndpoint(mgr, &o, deps); err != nil {
+		if op.Index, err = setupAuthEndpoint(mgr, &o, deps, conns); err != nil {
 			return nil, fmt.Errorf("setting up the auth endpoint: %w", err)
 		}
 	}
@@ -132,7 +139,7 @@ func Run(ctx context.Context, cfg *rest.Config, o *Options) error {
 	return op.Start(ctx)
 }
 
-func newManager(cfg *rest.Config, o *Options, deps Deps) (manager.Manager, error) {
+func newManager(cfg *rest.Config, o *Options, deps Deps, conns *listener.Metrics) (manager.Manager, error) {
 	cacheOptions := controllers.CacheOptions(o.OperatorNamespace)
 	if !o.EnableController && !o.EnableWebhook {
 		// Auth endpoint alone: it reads only the operator namespace.
@@ -152,7 +159,7 @@ func newManager(cfg *rest.Config, o *Options, deps Deps) (manager.Manager, error
 	if err != nil {
 		return nil, err
 	}
-	opts.WebhookServer = ctrlwebhook.NewServer(webhookOptions)
+	opts.WebhookServer = newWebhookServer(webhookOptions, conns)
 	if deps.ManagerOptions != nil {
 		deps.ManagerOptions(&opts)
 	}
@@ -284,7 +291,7 @@ func setupController(mgr manager.Manager, o *Options, deps Deps) (*controllers.M
 
 // setupAuthEndpoint adds the auth endpoint and the informer that feeds its
 // index; both run on every replica, leader or not.
-func setupAuthEndpoint(mgr manager.Manager, o *Options, deps Deps) (*authserver.Index, error) {
+func setupAuthEndpoint(mgr manager.Manager, o *Options, deps Deps, conns *listener.Metrics) (*authserver.Index, error) {
 	proxies, err := authserver.ParseTrustedProxies(o.TrustedProxies)
 	if err != nil {
 		return nil, err
@@ -303,7 +310,7 @@ func setupAuthEndpoint(mgr manager.Manager, o *Options, deps Deps) (*authserver.
 		MaxConnections: o.AuthMaxConnections,
 		SessionTTL:     o.SessionTTL, TrustedProxies: proxies, TokenReviewAudiences: splitList(o.TokenReviewAudiences),
 		FailureRate: o.FailureRate, FailureBurst: o.FailureBurst,
-		Clock: deps.Clock, Log: ctrl.Log.WithName("auth"), Registerer: deps.Registerer,
+		Clock: deps.Clock, Log: ctrl.Log.WithName("auth"), Registerer: deps.Registerer, Connections: conns,
 	})
 	if err != nil {
 		return nil, err

@@ -89,9 +89,11 @@ type AgentCredentialSpec struct {
 
 	// SessionTTL caps the lifetime of session tokens minted with this
 	// credential. The server-wide --session-ttl applies when it is shorter or
-	// when this is unset.
+	// when this is unset. A Go duration such as 30m or 1h30m (units ns, us,
+	// µs, ms, s, m, h; there is no d).
 	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Format=duration
+	// +kubebuilder:validation:Pattern=`^[-+]?(0|(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+)$`
+	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m') && duration(self) <= duration('24h')",message="sessionTTL must be between 1m and 24h"
 	// +optional
 	SessionTTL *metav1.Duration `json:"sessionTTL,omitempty"`
@@ -111,10 +113,15 @@ type AgentCredentialSpec struct {
 	// minted from it stop authenticating for good (401 expired_credentials),
 	// and no rotation is scheduled past it. Moving it into the future on an
 	// expired credential issues a new key; the expired one never comes back.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=date-time
+	// +kubebuilder:validation:Pattern=`^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`
+	// +kubebuilder:validation:MaxLength=35
 	// +optional
 	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
 
-	// SecretTemplate holds labels and annotations copied onto the agent Secret.
+	// SecretTemplate holds labels and annotations copied onto the agent
+	// Secret: at most 64 KiB in all (keys and values, UTF-8).
 	// +optional
 	SecretTemplate *SecretTemplate `json:"secretTemplate,omitempty"`
 }
@@ -161,10 +168,13 @@ func (t RestartTarget) String() string { return string(t.Kind) + "/" + t.Name }
 // +kubebuilder:validation:XValidation:rule="!has(self.gracePeriod) || !has(self.period) || duration(self.gracePeriod) < duration(self.period)",message="gracePeriod must be shorter than period"
 type RotationSpec struct {
 	// Period between scheduled rotations. Default 2160h (90 days),
-	// at least 1h and at most 8760h (one year).
+	// at least 1h and at most 8760h (one year). A Go duration such as 720h
+	// or 1h30m (units ns, us, µs, ms, s, m, h; there is no d: write 90 days
+	// as 2160h).
 	// +kubebuilder:default="2160h"
 	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Format=duration
+	// +kubebuilder:validation:Pattern=`^[-+]?(0|(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+)$`
+	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1h') && duration(self) <= duration('8760h')",message="period must be between 1h and 8760h"
 	// +optional
 	Period *metav1.Duration `json:"period,omitempty"`
@@ -172,9 +182,11 @@ type RotationSpec struct {
 	// GracePeriod keeps the old key valid this long after a scheduled
 	// rotation, so pods can pick up the new key. Requested rotations
 	// (the auth.agrenting.io/rotate annotation) revoke at once. Default 10m.
+	// A Go duration such as 0s, 90s or 10m.
 	// +kubebuilder:default="10m"
 	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Format=duration
+	// +kubebuilder:validation:Pattern=`^[-+]?(0|(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+)$`
+	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s')",message="gracePeriod must not be negative"
 	// +optional
 	GracePeriod *metav1.Duration `json:"gracePeriod,omitempty"`
@@ -191,14 +203,21 @@ type RotationSpec struct {
 	RestartTargets []RestartTarget `json:"restartTargets,omitempty"`
 }
 
-// SecretTemplate holds metadata for the agent Secret.
+// SecretTemplate holds metadata for the agent Secret. Its keys and values
+// together take at most 64 KiB (UTF-8), a quarter of what Kubernetes allows
+// a Secret's annotations.
+// +kubebuilder:validation:XValidation:rule="(has(self.labels) ? self.labels.map(k, k.size() + bytes(self.labels[k]).size()).sum() : 0) + (has(self.annotations) ? self.annotations.map(k, k.size() + bytes(self.annotations[k]).size()).sum() : 0) <= 65536",message="labels and annotations must take at most 65536 bytes in all (keys and values)"
 type SecretTemplate struct {
-	// Labels to add to the agent Secret. agentcred's own labels win on conflict.
+	// Labels to add to the agent Secret. agentcred's own labels win on
+	// conflict. Up to 64; keys up to 317 characters, values up to 63.
 	// +kubebuilder:validation:MaxProperties=64
+	// +kubebuilder:validation:XValidation:rule="self.all(k, k.size() <= 317)",message="label keys must be at most 317 characters (a 253-character prefix, '/' and a 63-character name)"
 	// +optional
 	Labels map[string]string `json:"labels,omitempty"`
-	// Annotations to add to the agent Secret.
+	// Annotations to add to the agent Secret. Up to 64; keys up to 317
+	// characters, values up to 16384.
 	// +kubebuilder:validation:MaxProperties=64
+	// +kubebuilder:validation:XValidation:rule="self.all(k, k.size() <= 317)",message="annotation keys must be at most 317 characters (a 253-character prefix, '/' and a 63-character name)"
 	// +optional
 	Annotations map[string]string `json:"annotations,omitempty"`
 }
@@ -207,36 +226,54 @@ type SecretTemplate struct {
 // key or a hash: keyIDs are safe to show.
 type AgentCredentialStatus struct {
 	// AgentID is the agent an APIKey authenticates as.
+	// +kubebuilder:validation:MaxLength=36
 	// +optional
 	AgentID string `json:"agentID,omitempty"`
 	// SecretName is the agent Secret holding the key.
+	// +kubebuilder:validation:MaxLength=253
 	// +optional
 	SecretName string `json:"secretName,omitempty"`
 	// KeyID identifies the current key: the first 12 hex characters of its SHA-256.
+	// +kubebuilder:validation:MaxLength=12
 	// +optional
 	KeyID string `json:"keyID,omitempty"`
 	// PreviousKeyID identifies the key replaced by the last scheduled
 	// rotation while it is still valid.
+	// +kubebuilder:validation:MaxLength=12
 	// +optional
 	PreviousKeyID string `json:"previousKeyID,omitempty"`
 	// PreviousKeyExpiresAt is when the previous key stops authenticating.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=date-time
+	// +kubebuilder:validation:Pattern=`^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`
+	// +kubebuilder:validation:MaxLength=35
 	// +optional
 	PreviousKeyExpiresAt *metav1.Time `json:"previousKeyExpiresAt,omitempty"`
 	// LastRotationTime is when the current key was issued.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=date-time
+	// +kubebuilder:validation:Pattern=`^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`
+	// +kubebuilder:validation:MaxLength=35
 	// +optional
 	LastRotationTime *metav1.Time `json:"lastRotationTime,omitempty"`
 	// NextRotationTime is when the current key is scheduled to be replaced.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=date-time
+	// +kubebuilder:validation:Pattern=`^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`
+	// +kubebuilder:validation:MaxLength=35
 	// +optional
 	NextRotationTime *metav1.Time `json:"nextRotationTime,omitempty"`
 	// RotationCount counts rotations after the first issue.
 	// +optional
 	RotationCount int64 `json:"rotationCount,omitempty"`
 	// LastRotationRequest is the last value of the auth.agrenting.io/rotate
-	// annotation that was acted on.
+	// annotation that was acted on (digested when longer than 128 bytes).
+	// +kubebuilder:validation:MaxLength=128
 	// +optional
 	LastRotationRequest string `json:"lastRotationRequest,omitempty"`
 	// RestartTargets says, per restart target, whether it runs the current
 	// key: RolledOut, Rolling or NotFound.
+	// +kubebuilder:validation:MaxItems=20
 	// +listType=atomic
 	// +optional
 	RestartTargets []RestartTargetStatus `json:"restartTargets,omitempty"`
@@ -244,6 +281,7 @@ type AgentCredentialStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 	// Conditions: Ready says whether the key is issued and accepted.
+	// +kubebuilder:validation:MaxItems=8
 	// +listType=map
 	// +listMapKey=type
 	// +optional
@@ -251,6 +289,7 @@ type AgentCredentialStatus struct {
 }
 
 // RolloutState says where a restart target's rollout of the current key is.
+// +kubebuilder:validation:Enum=RolledOut;Rolling;NotFound
 type RolloutState string
 
 // Rollout states of a restart target.
@@ -268,10 +307,12 @@ const (
 // RestartTargetStatus is the rollout state of one restart target.
 type RestartTargetStatus struct {
 	Kind RestartTargetKind `json:"kind"`
-	Name string            `json:"name"`
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
 	// State is RolledOut, Rolling or NotFound.
 	State RolloutState `json:"state"`
 	// Message says what the rollout waits for.
+	// +kubebuilder:validation:MaxLength=256
 	// +optional
 	Message string `json:"message,omitempty"`
 }

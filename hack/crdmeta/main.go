@@ -1,10 +1,18 @@
-// Command crdmeta bounds metadata.name in CRDs that controller-gen wrote,
-// which no controller-gen marker can: for each FILE=MAXLENGTH argument it
-// sets maxLength on metadata.name in every version's schema, in place.
-// kube-apiserver then refuses a longer name as
-// `metadata.name: Too long: may not be more than 63 bytes`, where a CEL rule
-// on the root object can only say `<nil>: Invalid value: "object"` (a
-// rule's fieldPath may not point into metadata). `make manifests` runs it.
+// Command crdmeta writes into CRDs that controller-gen wrote the bounds no
+// controller-gen marker can, in place, for each FILE=MAXLENGTH argument:
+//
+//   - maxLength on metadata.name in every version's schema. kube-apiserver
+//     then refuses a longer name as `metadata.name: Too long: may not be
+//     more than 63 bytes`, where a CEL rule on the root object can only say
+//     `<nil>: Invalid value: "object"` (a rule's fieldPath may not point
+//     into metadata);
+//   - v1alpha1.TimePattern and MaxTimeLength on every `format: date-time`
+//     string that has no pattern (those of metav1.Condition), so that the
+//     API server refuses every time metav1.Time could not decode;
+//   - maxLength on the values of spec.secretTemplate.labels and
+//     .annotations (map values take no marker).
+//
+// `make manifests` runs it.
 package main
 
 import (
@@ -14,7 +22,16 @@ import (
 	"strings"
 
 	"sigs.k8s.io/yaml"
+
+	authv1alpha1 "github.com/agrenting/agentcred/api/v1alpha1"
 )
+
+// mapValueLengths are the maxLength of the values of maps under spec, by
+// dotted path, where present in the schema.
+var mapValueLengths = map[string]int{
+	"spec.secretTemplate.labels":      authv1alpha1.MaxSecretTemplateLabelValueLength,
+	"spec.secretTemplate.annotations": authv1alpha1.MaxSecretTemplateAnnotationValueLength,
+}
 
 func main() {
 	if len(os.Args) < 2 {
@@ -61,6 +78,20 @@ func boundName(file string, maxLength int) error {
 			"type":       "object",
 			"properties": map[string]any{"name": map[string]any{"type": "string", "maxLength": maxLength}},
 		}
+		if err := boundTimes(schema, ""); err != nil {
+			return err
+		}
+		for path, n := range mapValueLengths {
+			node, ok := dig(schema, propertiesPath(path)...)
+			if !ok {
+				continue
+			}
+			values, ok := node["additionalProperties"].(map[string]any)
+			if !ok || values["type"] != "string" {
+				return fmt.Errorf("%s: not a map of strings", path)
+			}
+			values["maxLength"] = n
+		}
 	}
 	out, err := yaml.Marshal(crd)
 	if err != nil {
@@ -68,6 +99,65 @@ func boundName(file string, maxLength int) error {
 	}
 	// controller-gen starts each file with a document separator.
 	return os.WriteFile(file, append([]byte("---\n"), out...), 0o644) //nolint:gosec // a generated manifest, world-readable like its source
+}
+
+// boundTimes gives every date-time string under the schema properties props
+// TimePattern and MaxTimeLength, and fails on a date-time string with another
+// pattern.
+func boundTimes(props map[string]any, path string) error {
+	for name, v := range props {
+		node, ok := v.(map[string]any)
+		if !ok {
+			continue
+		}
+		p := path + "." + name
+		if err := boundTime(node, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func boundTime(node map[string]any, path string) error {
+	if node["format"] == "date-time" {
+		switch pattern, _ := node["pattern"].(string); pattern {
+		case "":
+			node["pattern"] = authv1alpha1.TimePattern
+			node["maxLength"] = authv1alpha1.MaxTimeLength
+		case authv1alpha1.TimePattern:
+		default:
+			return fmt.Errorf("%s: a date-time with pattern %q, not v1alpha1.TimePattern", path, pattern)
+		}
+	}
+	if props, ok := node["properties"].(map[string]any); ok {
+		if err := boundTimes(props, path); err != nil {
+			return err
+		}
+	}
+	if items, ok := node["items"].(map[string]any); ok {
+		if err := boundTime(items, path+"[]"); err != nil {
+			return err
+		}
+	}
+	if values, ok := node["additionalProperties"].(map[string]any); ok {
+		if err := boundTime(values, path+"{}"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// propertiesPath turns "a.b" into the keys that reach it in a schema's
+// properties: a, properties, b.
+func propertiesPath(dotted string) []string {
+	var keys []string
+	for i, p := range strings.Split(dotted, ".") {
+		if i > 0 {
+			keys = append(keys, "properties")
+		}
+		keys = append(keys, p)
+	}
+	return keys
 }
 
 // dig walks nested maps.

@@ -173,7 +173,9 @@ func BenchmarkHostileObjectsCostLittle(b *testing.B) {
 			settled(ns, wantOver-1)
 		}
 
-		stopOp()
+		if err := stopOp(); err != nil {
+			b.Fatal(err)
+		}
 		if err := k8s.DeleteAllOf(ctx, &appsv1.Deployment{}, client.InNamespace(ns)); err != nil {
 			b.Fatal(err)
 		}

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -27,6 +28,14 @@ import (
 // the API server: the controller writes credentials with merge patches of
 // the fields it changed, and only their status and finalizers.
 const templateFingerprintAnnotation = "auth.agrenting.io/cached-secret-template"
+
+// annotationsFingerprintAnnotation carries, on cached copies only, a digest
+// of every annotation the object has: the annotations themselves are
+// dropped, but a change of any of them still changes the cached copy, so
+// it still re-reconciles the credential (the watch's
+// AnnotationChangedPredicate), as it did before the trim — a tool or a
+// person nudging a credential with an annotation of its own keeps working.
+const annotationsFingerprintAnnotation = "auth.agrenting.io/cached-annotations"
 
 // Longest condition and restart-target messages the controller writes
 // (setReady, reconcileRestartTargets): a longer cached one was written by
@@ -67,6 +76,9 @@ func trimCredential(obj interface{}) (interface{}, error) {
 	t.Spec.SecretTemplate = nil
 	if fp := templateFingerprint(c.Spec.SecretTemplate); fp != "" {
 		annotations[templateFingerprintAnnotation] = fp
+	}
+	if len(m.Annotations) > 0 {
+		annotations[annotationsFingerprintAnnotation] = annotationsFingerprint(m.Annotations)
 	}
 	if len(annotations) > 0 {
 		t.Annotations = annotations
@@ -116,6 +128,16 @@ func templateFingerprint(t *authv1alpha1.SecretTemplate) string {
 	}
 	slices.Sort(sums)
 	return strings.Join(sums, ",")
+}
+
+// annotationsFingerprint is a 64-bit digest of every annotation, sorted.
+func annotationsFingerprint(a map[string]string) string {
+	keys := slices.Sorted(maps.Keys(a))
+	h := sha256.New()
+	for _, k := range keys {
+		h.Write([]byte(k + "\x00" + a[k] + "\x00"))
+	}
+	return hex.EncodeToString(h.Sum(nil)[:8])
 }
 
 func entrySum(kind, k, v string) string {

@@ -98,7 +98,8 @@ func TestReconcileFastTrimmedCredentialCache(t *testing.T) {
 	g.Expect(v.cached.Get(context.Background(), client.ObjectKeyFromObject(f.cred), trimmed)).To(Succeed())
 	g.Expect(trimmed.Spec.SecretTemplate).To(BeNil())
 	g.Expect(trimmed.Labels).To(BeEmpty())
-	g.Expect(trimmed.Annotations).To(HaveLen(2), "the rotate request and the template's fingerprint")
+	g.Expect(trimmed.Annotations).To(HaveLen(3), "the rotate request and the fingerprints of the template and of the annotations")
+	g.Expect(len(trimmed.Annotations[controllers.AnnotationsFingerprintAnnotation])).To(Equal(16))
 	g.Expect(trimmed.RotationRequest()).To(Equal(f.cred.RotationRequest()), "a rotate request reads the same from the cache")
 	g.Expect(len(trimmed.Annotations[authv1alpha1.RotateAnnotation])).To(BeNumerically("<=", authv1alpha1.MaxRotationRequestLen))
 
@@ -222,3 +223,28 @@ func TestReconcileFastCredentialLimit(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(readyReason(cred)).To(Equal("True/" + authv1alpha1.ReasonIssued))
 }
+
+// TestTrimmedCredentialStillChangesWithAnyAnnotation: the cache drops
+// foreign annotations but keeps a digest of them, so adding or changing one
+// (a person or tool nudging the credential) still changes the cached copy
+// and re-reconciles it, as before the trim.
+func TestTrimmedCredentialStillChangesWithAnyAnnotation(t *testing.T) {
+	g := NewWithT(t)
+	cred := &authv1alpha1.AgentCredential{ObjectMeta: metav1.ObjectMeta{Name: "c", Namespace: "n", Annotations: map[string]string{"a": "1"}}}
+	trim := func(c *authv1alpha1.AgentCredential) map[string]string {
+		out, err := controllers.TrimCredential(c.DeepCopy())
+		g.Expect(err).NotTo(HaveOccurred())
+		return out.(*authv1alpha1.AgentCredential).Annotations
+	}
+	first := trim(cred)
+	g.Expect(first).NotTo(HaveKey("a"))
+	cred.Annotations["a"] = "2"
+	g.Expect(trim(cred)).NotTo(Equal(first), "a changed annotation must change the cached copy")
+	cred.Annotations = map[string]string{"a": "1", "b": ""}
+	g.Expect(trim(cred)).NotTo(Equal(first), "an added annotation must change the cached copy")
+	cred.Annotations = map[string]string{"a": "1"}
+	g.Expect(trim(cred)).To(Equal(first), "the same annotations give the same copy")
+	cred.Annotations = nil
+	g.Expect(trim(cred)).To(BeEmpty())
+}
+

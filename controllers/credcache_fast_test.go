@@ -247,4 +247,3 @@ func TestTrimmedCredentialStillChangesWithAnyAnnotation(t *testing.T) {
 	cred.Annotations = nil
 	g.Expect(trim(cred)).To(BeEmpty())
 }
-

@@ -199,7 +199,8 @@ func TestEnvVarConsumerKeepsWorkingThroughAScheduledRotation(t *testing.T) {
 	// dies as soon as the rollout completes — nothing pokes the credential.
 	setPaused(t, deploy, false)
 	g.Eventually(func() int { return verify(oldKey) }).WithTimeout(timeout).WithPolling(interval).Should(Equal(http.StatusUnauthorized))
-	g.Expect(targetState(t, cred)()).To(Equal(authv1alpha1.RolledOut))
+	// The status follows the revocation in the same reconcile, a patch later.
+	g.Eventually(targetState(t, cred)).WithTimeout(timeout).WithPolling(interval).Should(Equal(authv1alpha1.RolledOut))
 	g.Expect(verify(newKey)).To(Equal(http.StatusOK))
 	g.Expect(k8s.List(ctx, pods, client.InNamespace(ns), client.MatchingLabels{"app": "billing"})).To(Succeed())
 	for _, p := range pods.Items {

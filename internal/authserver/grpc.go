@@ -120,10 +120,7 @@ var ErrTooManyStreams = status.Error(codes.ResourceExhausted, "too many concurre
 // evict the oldest call of the source holding the most (listener.Slots):
 // that call is cancelled.
 func (g *GRPCServer) admitStream(ctx context.Context, _ *tap.Info) (context.Context, error) {
-	var addr netip.Addr
-	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
-		addr = parseAddr(p.Addr.String())
-	}
+	addr := peerAddr(ctx)
 	ctx, cancel := context.WithTimeout(ctx, grpcRequestDeadline)
 	slot, reason := g.streams.Take(addr, func() {
 		g.s.conns.Refused(listenerGRPCStreams, listener.ReasonEvicted)
@@ -139,6 +136,14 @@ func (g *GRPCServer) admitStream(ctx context.Context, _ *tap.Info) (context.Cont
 		g.streams.Release(slot)
 	})
 	return ctx, nil
+}
+
+// peerAddr is the address of the gRPC caller (invalid if unknown).
+func peerAddr(ctx context.Context) netip.Addr {
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		return parseAddr(p.Addr.String())
+	}
+	return netip.Addr{}
 }
 
 // Check decides one request Envoy forwards.
@@ -197,10 +202,7 @@ func routeEnvironment(ext map[string]string) (query, *Error) {
 // (--trusted-proxies); otherwise the caller itself, so a pod calling the
 // port directly cannot pick a fresh address per attempt.
 func (g *GRPCServer) clientAddress(ctx context.Context, attrs *authv3.AttributeContext) netip.Addr {
-	var caller netip.Addr
-	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
-		caller = parseAddr(p.Addr.String())
-	}
+	caller := peerAddr(ctx)
 	if !caller.IsValid() || !listener.IsTrusted(caller, g.s.opts.TrustedProxies) {
 		return caller
 	}
